@@ -1,0 +1,79 @@
+"""One structured audit event per decision, on ``zt_middleware.audit``.
+
+Allowed requests are logged at INFO, refusals at WARNING and failures to
+decide (503) at ERROR. The event is a JSON object in the message and the
+same dict in ``record.zt_event`` for structured handlers. It never holds the
+credential: only the principal's identifiers and the reason codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from .context import RequestContext
+from .decision import Decision, Outcome
+
+__all__ = ["AuditEvent", "AuditLog"]
+
+logger = logging.getLogger("zt_middleware.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    time: float
+    request_id: str
+    outcome: str
+    status: int
+    reasons: tuple[str, ...]
+    method: str
+    path: str
+    route: str | None
+    client: str | None
+    subject: str | None
+    session_id: str | None
+    token_id: str | None
+    score: float
+
+    def as_json(self) -> str:
+        # json.dumps escapes control characters, so attacker-written paths
+        # cannot forge log lines.
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+
+class AuditLog:
+    def __init__(self, log: logging.Logger = logger) -> None:
+        self.logger = log
+
+    def record(self, ctx: RequestContext, decision: Decision) -> None:
+        level = _level(decision)
+        if not self.logger.isEnabledFor(level):
+            return
+
+        principal = decision.principal
+        event = AuditEvent(
+            time=time.time(),
+            request_id=ctx.request_id,
+            outcome=decision.outcome.value,
+            status=decision.status,
+            reasons=decision.reasons,
+            method=ctx.method,
+            path=ctx.path,
+            route=ctx.route,
+            client=ctx.client,
+            subject=principal.subject if principal else None,
+            session_id=principal.session_id if principal else None,
+            token_id=principal.token_id if principal else None,
+            score=decision.score,
+        )
+        self.logger.log(level, "zt decision %s", event.as_json(), extra={"zt_event": asdict(event)})
+
+
+def _level(decision: Decision) -> int:
+    if decision.outcome is Outcome.ALLOW:
+        return logging.INFO
+    if decision.status >= 500:
+        return logging.ERROR
+    return logging.WARNING

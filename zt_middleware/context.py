@@ -1,0 +1,81 @@
+"""The framework-neutral request an adapter builds for the guard."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .routes import Requirement
+
+__all__ = ["RequestContext", "client_address", "request_id"]
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What the guard may look at: nothing here is trusted yet.
+
+    ``headers`` are lower-cased; repeated headers are joined with ``", "``
+    (as WSGI and Django do), which makes a repeated ``Authorization``
+    header fail the credential syntax. ``requirement`` is what the framework
+    resolved from the view's annotation, if it could.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    client: str | None = None
+    requirement: Requirement | None = None
+    route: str | None = None
+    websocket: bool = False
+    query_has_token: bool = False
+    request_id: str = ""
+
+
+def request_id(headers: Mapping[str, str]) -> str:
+    """The caller's X-Request-ID when it is tame, else a fresh one."""
+    given = headers.get("x-request-id", "")
+    if _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+@lru_cache(maxsize=64)
+def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def _is_trusted(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[str, ...]) -> str | None:
+    """The client's address, believing X-Forwarded-For only via trusted proxies.
+
+    Walk the chain from the right: every hop added by a trusted proxy is
+    peeled off; the first untrusted address is the client. Anyone can write
+    the left part of the header, so nothing beyond that point is believed.
+    """
+    if not peer or not forwarded_for or not trusted:
+        return peer
+    networks = _networks(trusted)
+    if not _is_trusted(peer, networks):
+        return peer
+
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    client = peer
+    for hop in reversed(hops):
+        client = hop
+        if not _is_trusted(hop, networks):
+            break
+
+    return client

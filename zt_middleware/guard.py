@@ -1,0 +1,241 @@
+"""The guard: every request, the same ordered checks, one decision.
+
+Order, stopping at the first failure: the route's requirement (public routes
+and real CORS preflights pass here), the bearer credential, the token, then
+the route's scopes, ``acr`` and ``max_age``. A route with no requirement is
+refused even with a valid token.
+
+The checks are one generator, :meth:`Guard._steps`. It yields an effect when
+it needs I/O (today: refreshing a JWKS) and returns a :class:`Decision`.
+:meth:`Guard.decide` drives it inline for sync stacks; :meth:`Guard.adecide`
+drives it from the event loop, sending the blocking work to a thread. Any
+exception while deciding ends as a refusal, never as an allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+
+from . import reasons
+from .audit import AuditLog
+from .context import RequestContext
+from .decision import Decision, Outcome
+from .errors import CredentialError, InvalidRequest, InvalidToken, UnavailableError
+from .keys import KeySource, key_source_from_settings
+from .principal import Principal
+from .routes import Requirement, RouteTable, normalise_path
+from .settings import Settings, load_settings
+from .tokens import RefreshKeys, TokenVerifier
+
+__all__ = ["Guard"]
+
+logger = logging.getLogger("zt_middleware.guard")
+
+# RFC 6750 section 2.1: b64token after one "Bearer" and spaces.
+_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*) *")
+
+Steps = Generator[RefreshKeys, None, Decision]
+
+
+class Guard:
+    """Decides one request. Built from settings; holds no global state."""
+
+    def __init__(
+        self,
+        settings: Settings | Mapping[str, Any] | str | None,
+        *,
+        key_source: KeySource | None = None,
+        audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = load_settings(settings)
+        self.key_source = key_source or key_source_from_settings(self.settings)
+        self.verifier = TokenVerifier(self.settings, self.key_source, clock=clock)
+        self.routes = RouteTable(
+            self.settings.routes, case_insensitive=self.settings.case_insensitive_paths
+        )
+        self.audit = audit or AuditLog()
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"Guard({self.settings!r})"
+
+    # -- drivers ---------------------------------------------------------------
+
+    def decide(self, ctx: RequestContext) -> Decision:
+        """Decide synchronously (WSGI, sync Django)."""
+        try:
+            steps = self._steps(ctx)
+            effect = next(steps)
+            while True:
+                effect.source.refresh()
+                effect = steps.send(None)
+        except StopIteration as done:
+            decision: Decision = done.value
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            decision = self._refusal(exc)
+
+        self.audit.record(ctx, decision)
+        return decision
+
+    async def adecide(self, ctx: RequestContext) -> Decision:
+        """Decide from an event loop; blocking key fetches go to a thread."""
+        try:
+            steps = self._steps(ctx)
+            effect = next(steps)
+            while True:
+                await asyncio.to_thread(effect.source.refresh)
+                effect = steps.send(None)
+        except StopIteration as done:
+            decision: Decision = done.value
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            decision = self._refusal(exc)
+
+        self.audit.record(ctx, decision)
+        return decision
+
+    # -- the checks --------------------------------------------------------------
+
+    def _steps(self, ctx: RequestContext) -> Steps:
+        requirement = self.requirement_for(ctx)
+        if requirement is not None and requirement.public:
+            return Decision.allow(None, reasons.PUBLIC_ROUTE)
+        if self._is_preflight(ctx):
+            return Decision.allow(None, reasons.CORS_PREFLIGHT)
+
+        token = self._credential(ctx)
+        if token is None:
+            why = (reasons.MISSING_TOKEN,)
+            if requirement is None:
+                why += (reasons.ROUTE_UNANNOTATED,)
+            return Decision(Outcome.DENY, 401, why)
+
+        principal = yield from self.verifier.verify(token)
+
+        if requirement is None:
+            return Decision(
+                Outcome.DENY,
+                403,
+                (reasons.ROUTE_UNANNOTATED,),
+                error="insufficient_scope",
+                description="No policy opens this route to any token.",
+                principal=principal,
+            )
+
+        return self._authorise(principal, requirement)
+
+    def requirement_for(self, ctx: RequestContext) -> Requirement | None:
+        """The view's annotation merged with the route table (stricter wins)."""
+        method = "GET" if ctx.method in ("HEAD", "WEBSOCKET") else ctx.method
+        path = normalise_path(ctx.path, case_insensitive=self.routes.case_insensitive)
+        from_table = self.routes.match(method, path)
+
+        if ctx.requirement is None:
+            return from_table
+        if from_table is None:
+            return ctx.requirement
+        return ctx.requirement.merge(from_table)
+
+    def _is_preflight(self, ctx: RequestContext) -> bool:
+        return (
+            self.settings.allow_cors_preflight
+            and ctx.method == "OPTIONS"
+            and "origin" in ctx.headers
+            and "access-control-request-method" in ctx.headers
+        )
+
+    def _credential(self, ctx: RequestContext) -> str | None:
+        """The one bearer token in the Authorization header, or None."""
+        header = ctx.headers.get("authorization")
+        if header is None:
+            if ctx.query_has_token:
+                raise InvalidRequest(
+                    "send the token in the Authorization header, not the URL",
+                    reason=reasons.MALFORMED_AUTHORIZATION,
+                )
+            return None
+
+        if len(header) > self.settings.max_token_size + 16:
+            raise InvalidToken("the token is too large", reason=reasons.TOKEN_TOO_LARGE)
+        if not header[:7].lower().startswith("bearer"):
+            return None
+        match = _BEARER.fullmatch(header)
+        if match is None:
+            reason = (
+                reasons.MULTIPLE_CREDENTIALS
+                if header.lower().count("bearer") > 1
+                else reasons.MALFORMED_AUTHORIZATION
+            )
+            raise InvalidRequest("malformed Authorization header", reason=reason)
+        if ctx.query_has_token:
+            raise InvalidRequest(
+                "the request carries more than one credential",
+                reason=reasons.MULTIPLE_CREDENTIALS,
+            )
+
+        return match.group(1)
+
+    def _authorise(self, principal: Principal, requirement: Requirement) -> Decision:
+        missing = requirement.scopes - principal.scopes
+        if missing:
+            return Decision(
+                Outcome.DENY,
+                403,
+                (reasons.SCOPE_MISSING,),
+                error="insufficient_scope",
+                principal=principal,
+                scope=requirement.scopes,
+            )
+
+        if requirement.acr is not None and principal.acr != requirement.acr:
+            return Decision(
+                Outcome.CHALLENGE,
+                401,
+                (reasons.ACR_TOO_LOW,),
+                error="insufficient_user_authentication",
+                description=f"Authenticate again at level {requirement.acr}.",
+                principal=principal,
+                acr_values=requirement.acr,
+            )
+
+        if requirement.max_age is not None:
+            auth_time = principal.auth_time
+            if auth_time is None or self.clock() - auth_time > requirement.max_age:
+                return Decision(
+                    Outcome.CHALLENGE,
+                    401,
+                    (reasons.AUTHENTICATION_TOO_OLD,),
+                    error="insufficient_user_authentication",
+                    description="Authentication is too old; authenticate again.",
+                    principal=principal,
+                    max_age=requirement.max_age,
+                )
+
+        return Decision.allow(principal, reasons.ALLOWED)
+
+    # -- failures ----------------------------------------------------------------
+
+    def _refusal(self, exc: Exception) -> Decision:
+        if isinstance(exc, CredentialError):
+            return Decision(
+                Outcome.DENY, exc.status, (exc.reason,), error=exc.error
+            )
+
+        if isinstance(exc, UnavailableError):
+            logger.error("cannot decide: %s (%s)", exc.reason, type(exc).__name__)
+            return Decision(
+                Outcome.DENY,
+                503,
+                (exc.reason,),
+                error="temporarily_unavailable",
+                retry_after=exc.retry_after,
+            )
+
+        # A bug or an unexpected input: refuse, and say only the type.
+        logger.error("decision failed with %s; refusing", type(exc).__name__)
+        return Decision(Outcome.DENY, 403, (reasons.DECISION_ERROR,), error="access_denied")

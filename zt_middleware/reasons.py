@@ -1,0 +1,50 @@
+"""Stable reason codes carried by decisions, audit events and errors.
+
+Tests and log pipelines match on these strings; renaming one is a breaking
+change.
+"""
+
+from __future__ import annotations
+
+# Credential extraction.
+MISSING_TOKEN = "missing_token"
+MALFORMED_AUTHORIZATION = "malformed_authorization"
+MULTIPLE_CREDENTIALS = "multiple_credentials"
+TOKEN_TOO_LARGE = "token_too_large"
+
+# Compact serialisation and header.
+MALFORMED_TOKEN = "malformed_token"
+MALFORMED_HEADER = "malformed_header"
+ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
+ALGORITHM_KEY_MISMATCH = "algorithm_key_mismatch"
+FORBIDDEN_HEADER = "forbidden_header"
+UNSUPPORTED_CRITICAL_HEADER = "unsupported_critical_header"
+UNKNOWN_KEY = "unknown_kid"
+BAD_SIGNATURE = "bad_signature"
+WRONG_TOKEN_TYPE = "wrong_token_type"
+
+# Claims.
+MALFORMED_CLAIMS = "malformed_claims"
+CLAIM_MISSING = "claim_missing"
+CLAIM_INVALID = "claim_invalid"
+TOKEN_EXPIRED = "token_expired"
+TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+ISSUED_IN_FUTURE = "issued_in_future"
+LIFETIME_EXCEEDED = "lifetime_exceeded"
+WRONG_ISSUER = "wrong_issuer"
+WRONG_AUDIENCE = "wrong_audience"
+TOKEN_UNVERIFIABLE = "token_unverifiable"
+
+# Routes.
+PUBLIC_ROUTE = "public_route"
+CORS_PREFLIGHT = "cors_preflight"
+ROUTE_UNANNOTATED = "route_unannotated"
+SCOPE_MISSING = "scope_missing"
+ACR_TOO_LOW = "acr_too_low"
+AUTHENTICATION_TOO_OLD = "authentication_too_old"
+ALLOWED = "allowed"
+
+# Infrastructure.
+KEY_SOURCE_UNAVAILABLE = "key_source_unavailable"
+STORE_UNAVAILABLE = "store_unavailable"
+DECISION_ERROR = "decision_error"

@@ -1,0 +1,175 @@
+"""What each route needs, and how a path is spelled before it is matched.
+
+A route's requirement comes from an annotation on its view (``@requires``,
+``@public``) or from the central route table in the settings. Both are
+consulted and the stricter wins; a route found in neither is refused. Paths
+are normalised before the table is matched, so that ``//admin``,
+``/%61dmin``, ``/x/../admin`` and ``/admin/`` are all judged as ``/admin``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from .settings import RouteRule
+
+__all__ = [
+    "PUBLIC",
+    "Requirement",
+    "RouteTable",
+    "normalise_path",
+    "public",
+    "requirement_of",
+    "requires",
+]
+
+ATTRIBUTE = "__zt_requirement__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """Scopes a route needs, a minimum ``acr``, a ``max_age``, or public."""
+
+    scopes: frozenset[str] = frozenset()
+    public: bool = False
+    acr: str | None = None
+    max_age: int | None = None
+
+    def merge(self, other: Requirement) -> Requirement:
+        """The stricter of two requirements: public only if both are."""
+        if self.public:
+            return other
+        if other.public:
+            return self
+
+        max_ages = [age for age in (self.max_age, other.max_age) if age is not None]
+        return Requirement(
+            scopes=self.scopes | other.scopes,
+            acr=self.acr or other.acr,
+            max_age=min(max_ages) if max_ages else None,
+        )
+
+
+PUBLIC = Requirement(public=True)
+
+
+def requires(*scopes: str, acr: str | None = None, max_age: int | None = None) -> Callable[[F], F]:
+    """Mark a view (function or class) as needing every one of ``scopes``."""
+    for scope in scopes:
+        if not isinstance(scope, str) or not scope or any(c.isspace() for c in scope):
+            raise ValueError(f"requires: {scope!r} is not a scope token")
+    requirement = Requirement(scopes=frozenset(scopes), acr=acr, max_age=max_age)
+
+    def mark(view: F) -> F:
+        setattr(view, ATTRIBUTE, requirement)
+        return view
+
+    return mark
+
+
+def public(view: F) -> F:
+    """Mark a view as reachable without a token. Nothing is public by default."""
+    setattr(view, ATTRIBUTE, PUBLIC)
+    return view
+
+
+def requirement_of(view: Any) -> Requirement | None:
+    """The annotation on a view, its class (Django ``as_view``) or method."""
+    for candidate in (
+        view,
+        getattr(view, "view_class", None),
+        getattr(view, "__func__", None),
+        getattr(view, "__self__", None),
+    ):
+        found = getattr(candidate, ATTRIBUTE, None)
+        if isinstance(found, Requirement):
+            return found
+    return None
+
+
+def normalise_path(path: str, *, case_insensitive: bool = False) -> str:
+    """One canonical spelling of ``path`` for matching.
+
+    Percent-escapes are decoded until none is left (so double encoding does
+    not hide a segment), backslashes count as slashes, empty and ``.``
+    segments vanish, ``..`` climbs but never above the root, and a trailing
+    slash is dropped.
+    """
+    for _ in range(4):
+        decoded = unquote(path, errors="replace") if "%" in path else path
+        if decoded == path:
+            break
+        path = decoded
+
+    segments: list[str] = []
+    for segment in path.replace("\\", "/").split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+
+    canonical = "/" + "/".join(segments)
+    return canonical.lower() if case_insensitive else canonical
+
+
+_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
+
+
+def _compile(pattern: str, case_insensitive: bool) -> re.Pattern[str]:
+    """``/orders/{id}`` matches one segment; ``{rest:path}`` the remainder."""
+    normalised = normalise_path(pattern, case_insensitive=case_insensitive)
+    regex, position = "", 0
+    for match in _PARAMETER.finditer(normalised):
+        regex += re.escape(normalised[position : match.start()])
+        regex += ".+" if match.group(2) else "[^/]+"
+        position = match.end()
+    regex += re.escape(normalised[position:])
+
+    return re.compile(regex)
+
+
+class RouteTable:
+    """The settings' route table, matched on normalised paths.
+
+    Every rule whose pattern and method match contributes; their merge is
+    the requirement (so a public rule never loosens a protected one).
+    Patterns match whole paths: ``/healthz`` does not cover ``/healthzevil``.
+    """
+
+    def __init__(self, rules: Iterable[RouteRule], *, case_insensitive: bool = False) -> None:
+        self.case_insensitive = case_insensitive
+        self._rules = [
+            (
+                _compile(rule.path, case_insensitive),
+                rule.methods,
+                Requirement(
+                    scopes=rule.scopes,
+                    public=rule.public,
+                    acr=rule.acr,
+                    max_age=rule.max_age,
+                ),
+            )
+            for rule in rules
+        ]
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def match(self, method: str, path: str) -> Requirement | None:
+        """The requirement for an already normalised path, or None."""
+        found: Requirement | None = None
+        for pattern, methods, requirement in self._rules:
+            if "*" not in methods and method not in methods:
+                continue
+            if pattern.fullmatch(path):
+                found = requirement if found is None else found.merge(requirement)
+        return found

@@ -1,0 +1,258 @@
+"""Token verification: signature first, then one claim at a time.
+
+:class:`TokenVerifier` turns a bearer credential into a :class:`Principal`
+or raises :class:`InvalidToken` with a reason code. Verification is written
+as a generator so that the one piece of I/O it may need, refreshing a JWKS,
+is done by whoever drives it: a plain loop for sync code, a worker thread for
+async code. A bounded cache keyed by the exact token string serves repeats
+until ``exp``; a key rotation invalidates it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator
+from types import MappingProxyType
+from typing import Any
+
+from . import reasons
+from .errors import InvalidToken
+from .jws import parse_compact, parse_json_object, verify_signature
+from .keys import KeySource
+from .principal import Principal
+from .settings import Settings
+
+__all__ = ["RefreshKeys", "TokenVerifier"]
+
+
+class RefreshKeys:
+    """An effect: the key source must be refreshed before going on."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: KeySource) -> None:
+        self.source = source
+
+
+Steps = Generator[RefreshKeys, None, Principal]
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        settings: Settings,
+        key_source: KeySource,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.key_source = key_source
+        self.clock = clock
+        self._cache: dict[str, tuple[Principal, int]] = {}
+        self._cache_size = settings.verified_cache_size
+
+    def verify(self, token: str) -> Steps:
+        """Generator: yields RefreshKeys when it needs keys, returns a principal."""
+        cached = self._cache.get(token)
+        if cached is not None:
+            principal, generation = cached
+            if generation == self.key_source.generation:
+                self._check_times(principal.claims)
+                return principal
+            self._cache.clear()
+
+        jws = parse_compact(token, self.settings.max_token_size)
+        self._check_type(jws.header)
+
+        if self.key_source.should_refresh(jws.kid):
+            yield RefreshKeys(self.key_source)
+        keys = self._current_keys()
+        key = keys.find(jws.kid)
+        if key is None:
+            raise InvalidToken(
+                "the token was signed by a key we do not know",
+                reason=reasons.UNKNOWN_KEY,
+            )
+        verify_signature(jws, key)
+
+        try:
+            claims = parse_json_object(jws.payload)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidToken(
+                "the token's claims are not a JSON object",
+                reason=reasons.MALFORMED_CLAIMS,
+            ) from None
+        principal = self._validate_claims(claims)
+        self._remember(token, principal)
+
+        return principal
+
+    def verify_now(self, token: str) -> Principal:
+        """Drive :meth:`verify` synchronously (for CLI and tests)."""
+        steps = self.verify(token)
+        try:
+            effect = next(steps)
+            while True:
+                effect.source.refresh()
+                effect = steps.send(None)
+        except StopIteration as done:
+            principal: Principal = done.value
+            return principal
+
+    def _current_keys(self) -> Any:
+        keys = self.key_source.current()
+        if keys is None:
+            from .errors import KeySourceUnavailable
+
+            raise KeySourceUnavailable("no verification keys are available")
+        return keys
+
+    def _remember(self, token: str, principal: Principal) -> None:
+        if not self._cache_size:
+            return
+        if len(self._cache) >= self._cache_size:
+            # Oldest insertion first; dicts keep insertion order.
+            try:
+                del self._cache[next(iter(self._cache))]
+            except (StopIteration, KeyError, RuntimeError):
+                self._cache.clear()
+        self._cache[token] = (principal, self.key_source.generation)
+
+    # -- header and claims ---------------------------------------------------
+
+    def _check_type(self, header: dict[str, Any]) -> None:
+        expected = self.settings.token_type
+        if expected is None:
+            return
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower().removeprefix(
+            "application/"
+        ) != expected.lower().removeprefix("application/"):
+            raise InvalidToken(
+                f"the token's typ must be {expected}", reason=reasons.WRONG_TOKEN_TYPE
+            )
+
+    def _validate_claims(self, claims: dict[str, Any]) -> Principal:
+        settings = self.settings
+
+        for name in ("exp", "iat", "iss", "aud", "sub"):
+            if name not in claims:
+                raise InvalidToken(
+                    f"the token has no {name} claim", reason=reasons.CLAIM_MISSING
+                )
+
+        self._check_times(claims)
+
+        issued_at = _numeric_date(claims, "iat")
+        expires_at = _numeric_date(claims, "exp")
+        cap = settings.max_token_lifetime
+        if cap is not None and expires_at - issued_at > cap:
+            raise InvalidToken(
+                f"the token lives longer than the {cap} s this service accepts",
+                reason=reasons.LIFETIME_EXCEEDED,
+            )
+
+        if claims["iss"] != settings.issuer:
+            raise InvalidToken(
+                "the token was issued by someone else", reason=reasons.WRONG_ISSUER
+            )
+
+        audience = claims["aud"]
+        if isinstance(audience, str):
+            audience = [audience]
+        if (
+            not isinstance(audience, list)
+            or not all(isinstance(item, str) for item in audience)
+            or settings.audience not in audience
+        ):
+            raise InvalidToken(
+                "the token is meant for another audience",
+                reason=reasons.WRONG_AUDIENCE,
+            )
+
+        return _principal(claims, issued_at, expires_at)
+
+    def _check_times(self, claims: Any) -> None:
+        now = self.clock()
+        leeway = self.settings.leeway
+
+        expires_at = _numeric_date(claims, "exp")
+        if now >= expires_at + leeway:
+            raise InvalidToken("the token has expired", reason=reasons.TOKEN_EXPIRED)
+
+        issued_at = _numeric_date(claims, "iat")
+        if issued_at > now + leeway:
+            raise InvalidToken(
+                "the token claims to be issued in the future",
+                reason=reasons.ISSUED_IN_FUTURE,
+            )
+
+        if "nbf" in claims and _numeric_date(claims, "nbf") > now + leeway:
+            raise InvalidToken(
+                "the token is not valid yet", reason=reasons.TOKEN_NOT_YET_VALID
+            )
+
+
+def _numeric_date(claims: Any, name: str) -> float:
+    """RFC 7519 NumericDate: a finite JSON number; no strings, no booleans."""
+    value = claims[name]
+    try:
+        if type(value) in (int, float) and math.isfinite(value):
+            return float(value)
+    except OverflowError:  # an integer too large for a float
+        pass
+    raise InvalidToken(
+        f"the token's {name} claim is not a number", reason=reasons.CLAIM_INVALID
+    )
+
+
+def _optional_string(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidToken(
+            f"the token's {name} claim is not a string", reason=reasons.CLAIM_INVALID
+        )
+    return value
+
+
+def _scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """Scopes from ``scope`` (space-separated, RFC 8693) or ``scp`` (a list)."""
+    scope = claims.get("scope")
+    if scope is not None:
+        if not isinstance(scope, str):
+            raise InvalidToken("the scope claim is not a string", reason=reasons.CLAIM_INVALID)
+        return frozenset(scope.split())
+
+    scp = claims.get("scp")
+    if scp is not None:
+        if not isinstance(scp, list) or not all(isinstance(s, str) for s in scp):
+            raise InvalidToken("the scp claim is not a list", reason=reasons.CLAIM_INVALID)
+        return frozenset(scp)
+
+    return frozenset()
+
+
+def _principal(claims: dict[str, Any], issued_at: float, expires_at: float) -> Principal:
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject:
+        raise InvalidToken("the sub claim is not a string", reason=reasons.CLAIM_INVALID)
+
+    amr = claims.get("amr", [])
+    if not isinstance(amr, list) or not all(isinstance(m, str) for m in amr):
+        raise InvalidToken("the amr claim is not a list", reason=reasons.CLAIM_INVALID)
+    auth_time = _numeric_date(claims, "auth_time") if "auth_time" in claims else None
+
+    return Principal(
+        subject=subject,
+        issuer=claims["iss"],
+        scopes=_scopes(claims),
+        session_id=_optional_string(claims, "sid"),
+        token_id=_optional_string(claims, "jti"),
+        acr=_optional_string(claims, "acr"),
+        amr=tuple(amr),
+        auth_time=auth_time,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        claims=MappingProxyType(claims),
+    )
