@@ -1,0 +1,160 @@
+"""Pure ASGI middleware for Starlette, FastAPI and any ASGI app.
+
+Not ``BaseHTTPMiddleware``: the decision is made on the connection scope,
+before the app sees a byte, for HTTP requests and WebSocket handshakes
+alike. Lifespan and other scope types pass through untouched.
+
+With Starlette or FastAPI the route is resolved the way their router will
+resolve it, so ``@requires`` and ``@public`` on endpoints are honoured;
+the settings' route table applies to every ASGI app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ..context import RequestContext, client_address, request_id
+from ..decision import Decision
+from ..guard import Guard
+from ..routes import Requirement, requirement_of
+from ..settings import Settings
+
+__all__ = ["ZeroTrustMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_FULL = 2  # starlette.routing.Match.FULL; NONE is 0. Compared by value.
+
+
+class ZeroTrustMiddleware:
+    """``app.add_middleware(ZeroTrustMiddleware, settings={...})``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings | dict[str, Any] | str | None = None,
+        *,
+        guard: Guard | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.guard = guard or Guard(settings if settings is not None else (options or None))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        ctx = self._context(scope)
+        decision = await self.guard.adecide(ctx)
+        if decision.allowed:
+            scope.setdefault("state", {})["principal"] = decision.principal
+            await self.app(scope, receive, send)
+            return
+
+        if scope["type"] == "websocket":
+            await self._refuse_websocket(scope, receive, send, decision, ctx)
+        else:
+            await self._refuse_http(send, decision, ctx)
+
+    def _context(self, scope: Scope) -> RequestContext:
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers", ()):
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+
+        peer = scope.get("client")
+        requirement, route = _resolve_route(scope)
+        websocket = scope["type"] == "websocket"
+
+        return RequestContext(
+            method="WEBSOCKET" if websocket else scope["method"],
+            path=scope["path"],
+            headers=headers,
+            client=client_address(
+                peer[0] if peer else None,
+                headers.get("x-forwarded-for"),
+                self.guard.settings.trusted_proxies,
+            ),
+            requirement=requirement,
+            route=route,
+            websocket=websocket,
+            query_has_token=b"access_token=" in scope.get("query_string", b""),
+            request_id=request_id(headers),
+        )
+
+    async def _refuse_http(self, send: Send, decision: Decision, ctx: RequestContext) -> None:
+        status, headers, body = decision.render(self.guard.settings.realm, ctx.request_id)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _refuse_websocket(
+        self, scope: Scope, receive: Receive, send: Send, decision: Decision, ctx: RequestContext
+    ) -> None:
+        # The handshake is answered before any accept: never a 101.
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+
+        if "websocket.http.response" in scope.get("extensions", {}):
+            status, headers, body = decision.render(self.guard.settings.realm, ctx.request_id)
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+
+        await send({"type": "websocket.close", "code": 1008, "reason": decision.reason})
+
+
+def _resolve_route(scope: Scope) -> tuple[Requirement | None, str | None]:
+    """The endpoint's annotation, found the way Starlette's router finds it."""
+    router = getattr(scope.get("app"), "router", None)
+    routes = getattr(router, "routes", None)
+    if not routes:
+        return None, None
+
+    return _match(routes, scope)
+
+
+def _match(routes: Any, scope: Scope) -> tuple[Requirement | None, str | None]:
+    partial: tuple[Requirement | None, str | None] | None = None
+    for route in routes:
+        matches = getattr(route, "matches", None)
+        if matches is None:
+            continue
+        try:
+            match, child = matches(scope)
+        except Exception:  # noqa: BLE001 - an odd route resolves to nothing
+            continue
+        level = getattr(match, "value", match)
+        if not level:
+            continue
+
+        nested = getattr(route, "routes", None)
+        if nested and "endpoint" not in child:
+            found = _match(nested, {**scope, **child})
+        else:
+            found = (requirement_of(child.get("endpoint")), getattr(route, "path", None))
+
+        if level == _FULL:
+            return found
+        partial = partial or found
+
+    return partial or (None, None)
