@@ -1,0 +1,149 @@
+"""The ``zt`` command: keys, development tokens, inspection and the demo.
+
+    zt keys generate [--alg RS256] [--kid K] [--out DIR]
+    zt token issue --key PEM --kid K --iss URL --aud AUD --sub SUB [--scope S ...] [--ttl N]
+    zt token inspect TOKEN|- [--settings FILE.toml]
+    zt demo [--serve]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError, ZeroTrustError
+from .issuer import MAX_LIFETIME, Issuer, SigningKey, generate_key
+from .jws import b64url_decode, parse_json_object
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+
+    try:
+        result: int = args.run(args)
+    except ZeroTrustError as exc:
+        print(f"zt: {exc.description}", file=sys.stderr)
+        return 2
+
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zt", description="Zero Trust middleware tools.")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    keys = commands.add_parser("keys", help="key pairs").add_subparsers(metavar="ACTION")
+    generate = keys.add_parser("generate", help="write a key pair as PEM and as a JWK Set")
+    generate.add_argument("--alg", default="RS256", choices=["RS256", "PS256", "ES256", "EdDSA"])
+    generate.add_argument("--kid", default=None)
+    generate.add_argument("--out", default=".", help="directory for the files")
+    generate.set_defaults(run=_keys_generate)
+
+    token = commands.add_parser("token", help="development tokens").add_subparsers(metavar="ACTION")
+    issue = token.add_parser("issue", help="sign a development token")
+    issue.add_argument("--key", required=True, help="private key PEM file")
+    issue.add_argument("--kid", required=True)
+    issue.add_argument("--alg", default=None)
+    issue.add_argument("--iss", required=True)
+    issue.add_argument("--aud", required=True)
+    issue.add_argument("--sub", required=True)
+    issue.add_argument("--scope", action="append", default=[])
+    issue.add_argument("--ttl", type=int, default=300, help=f"seconds, at most {MAX_LIFETIME}")
+    issue.set_defaults(run=_token_issue)
+
+    inspect = token.add_parser("inspect", help="decode a token and say why it would be refused")
+    inspect.add_argument("token", help="the token, or - to read it from standard input")
+    inspect.add_argument("--settings", help="TOML file with a [zero_trust] table")
+    inspect.set_defaults(run=_token_inspect)
+
+    demo = commands.add_parser("demo", help="run the three example services over real HTTP")
+    demo.add_argument("--serve", action="store_true", help="keep them running; print curl lines")
+    demo.set_defaults(run=_demo)
+
+    return parser
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    key = generate_key(args.alg, args.kid)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    private = out / f"{key.kid}.private.pem"
+    private.touch(mode=0o600, exist_ok=False)
+    private.write_bytes(key.private_pem())
+    (out / f"{key.kid}.public.pem").write_bytes(key.public_pem())
+    (out / f"{key.kid}.jwks.json").write_text(json.dumps(key.jwks(), indent=2) + "\n")
+
+    print(f"kid {key.kid} ({key.algorithm}): {private} (keep secret), "
+          f"{key.kid}.public.pem, {key.kid}.jwks.json in {out}")
+    return 0
+
+
+def _token_issue(args: argparse.Namespace) -> int:
+    try:
+        pem = Path(args.key).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"--key: cannot read {args.key!r}") from exc
+    key = SigningKey.from_pem(pem, args.kid, args.alg)
+    scopes = [s for value in args.scope for s in value.split()]
+
+    issuer = Issuer(key, args.iss)
+    print(issuer.issue(args.sub, args.aud, scopes=scopes, lifetime=args.ttl))
+    return 0
+
+
+def _token_inspect(args: argparse.Namespace) -> int:
+    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    header, claims = _decode_unverified(token)
+    print(json.dumps({"header": header, "claims": claims}, indent=2, sort_keys=True))
+
+    if not args.settings:
+        print("(no --settings: signature and claims not checked)")
+        return 0
+
+    from .settings import Settings
+    from .guard import Guard
+
+    guard = Guard(Settings.from_toml(args.settings))
+    try:
+        principal = guard.verifier.verify_now(token)
+    except ZeroTrustError as exc:
+        print(f"refused: {exc.reason}: {exc.description}")
+        return 1
+
+    print(f"accepted: subject {principal.subject}, scopes {sorted(principal.scopes)}")
+    return 0
+
+
+def _decode_unverified(token: str) -> tuple[Any, Any]:
+    """Header and claims for display only; the signature is never printed."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ConfigurationError("token: not a compact JWS (expected three parts)")
+    try:
+        header = parse_json_object(b64url_decode(parts[0]))
+        claims = parse_json_object(b64url_decode(parts[1]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigurationError("token: header or claims do not decode") from exc
+    return header, claims
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(serve=args.serve, root=Path(os.environ.get("ZT_DEMO_ROOT", Path.cwd())))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
