@@ -79,18 +79,32 @@ def public(view: F) -> F:
     return view
 
 
-def requirement_of(view: Any) -> Requirement | None:
-    """The annotation on a view, its class (Django ``as_view``) or method."""
-    for candidate in (
-        view,
-        getattr(view, "view_class", None),
-        getattr(view, "__func__", None),
-        getattr(view, "__self__", None),
-    ):
-        found = getattr(candidate, ATTRIBUTE, None)
-        if isinstance(found, Requirement):
-            return found
-    return None
+def requirement_of(view: Any, method: str | None = None) -> Requirement | None:
+    """The annotation on a view, merged with its class's for class views.
+
+    For a class-based view (Django's ``as_view()`` result, a Starlette
+    ``HTTPEndpoint``) the handler for ``method`` may carry its own mark;
+    with a mark on the class too, both apply.
+    """
+    view_class = getattr(view, "view_class", None)
+    if view_class is None and isinstance(view, type):
+        view_class = view
+
+    found = _mark(view) or _mark(view_class)
+    if view_class is not None and method:
+        name = "get" if method in ("HEAD", "WEBSOCKET") else method.lower()
+        handler = _mark(getattr(view_class, name, None))
+        if handler is not None:
+            found = handler if found is None else found.merge(handler)
+
+    return found
+
+
+def _mark(obj: Any) -> Requirement | None:
+    found = getattr(obj, ATTRIBUTE, None)
+    if found is None:
+        found = getattr(getattr(obj, "__func__", None), ATTRIBUTE, None)
+    return found if isinstance(found, Requirement) else None
 
 
 def normalise_path(path: str, *, case_insensitive: bool = False) -> str:

@@ -136,6 +136,16 @@ def _resolve_route(scope: Scope) -> tuple[Requirement | None, str | None]:
 def _match(routes: Any, scope: Scope) -> tuple[Requirement | None, str | None]:
     partial: tuple[Requirement | None, str | None] | None = None
     for route in routes:
+        candidates = getattr(route, "effective_candidates", None)
+        if candidates is not None:
+            # FastAPI's include_router keeps included routes behind a
+            # private wrapper whose matches() names no endpoint; its
+            # candidates carry the prefixed regex and the endpoint.
+            found = _match_included(candidates(), scope)
+            if found is not None:
+                return found
+            continue
+
         matches = getattr(route, "matches", None)
         if matches is None:
             continue
@@ -148,13 +158,42 @@ def _match(routes: Any, scope: Scope) -> tuple[Requirement | None, str | None]:
             continue
 
         nested = getattr(route, "routes", None)
-        if nested and "endpoint" not in child:
+        if nested:
             found = _match(nested, {**scope, **child})
         else:
-            found = (requirement_of(child.get("endpoint")), getattr(route, "path", None))
+            found = (
+                requirement_of(child.get("endpoint"), scope.get("method")),
+                getattr(route, "path", None),
+            )
 
         if level == _FULL:
             return found
         partial = partial or found
 
     return partial or (None, None)
+
+
+def _match_included(candidates: Any, scope: Scope) -> tuple[Requirement | None, str | None] | None:
+    path = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    method = scope.get("method", "GET")
+
+    for candidate in candidates:
+        nested = getattr(candidate, "effective_candidates", None)
+        if nested is not None:
+            found = _match_included(nested(), scope)
+            if found is not None:
+                return found
+            continue
+        regex = getattr(candidate, "path_regex", None)
+        if regex is None or not regex.match(path):
+            continue
+        methods = getattr(candidate, "methods", None)
+        if scope["type"] == "http" and methods and method not in methods:
+            continue
+        endpoint = getattr(candidate, "endpoint", None)
+        return requirement_of(endpoint, method), getattr(candidate, "path", None)
+
+    return None

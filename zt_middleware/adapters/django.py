@@ -67,7 +67,8 @@ class ZeroTrustMiddleware:
         requirement: Requirement | None
         try:
             match = resolve(request.path_info)
-            requirement, route = requirement_of(match.func), match.route
+            requirement = requirement_of(match.func, request.method)
+            route = match.route
         except Resolver404:
             requirement, route = None, None
 

@@ -54,7 +54,7 @@ def _check() -> Response | None:
     ctx = context_from_environ(
         request.environ,
         guard.settings.trusted_proxies,
-        requirement=requirement_of(view),
+        requirement=requirement_of(view, request.method),
         route=rule,
     )
 

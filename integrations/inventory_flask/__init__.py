@@ -1,0 +1,1 @@
+"""Inventory service: a Flask application guarded by the Flask extension."""

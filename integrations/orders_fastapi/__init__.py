@@ -1,0 +1,1 @@
+"""Orders API: a FastAPI service guarded by the ASGI adapter."""

@@ -1,0 +1,1 @@
+"""Account registry: a Django project guarded by the Django middleware."""

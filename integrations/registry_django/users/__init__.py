@@ -1,0 +1,1 @@
+"""The ``users`` app: accounts kept in the registry."""
