@@ -20,10 +20,12 @@ INSTALLED_APPS = [
     "integrations.registry_django.users",
 ]
 
+# The guard runs before CommonMiddleware, so that no redirect (APPEND_SLASH)
+# answers a request that has not been verified.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.middleware.common.CommonMiddleware",
     "zt_middleware.adapters.django.ZeroTrustMiddleware",
+    "django.middleware.common.CommonMiddleware",
 ]
 
 ROOT_URLCONF = "integrations.registry_django.urls"
