@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .principal import Principal
+from .session import SessionChange
 
 __all__ = ["Decision", "Outcome", "auth_param"]
 
@@ -50,6 +51,8 @@ class Decision:
     max_age: int | None = None
     retry_after: int | None = None
     score: float = 0.0
+    # What changed in the session since its last request (allowed requests).
+    change: SessionChange | None = None
 
     @property
     def allowed(self) -> bool:

@@ -1,20 +1,21 @@
 """The guard: every request, the same ordered checks, one decision.
 
 Order, stopping at the first failure: the route's requirement (public routes
-and real CORS preflights pass here), the bearer credential, the token, then
-the route's scopes, ``acr`` and ``max_age``. A route with no requirement is
-refused even with a valid token.
+and real CORS preflights pass here), the bearer credential, the token, the
+route's scopes, ``acr`` and ``max_age``, then the session: revocations of the
+token, its session, its subject or its service identity, and a one-time
+token's second use. A route with no requirement is refused even with a valid
+token.
 
 The checks are one generator, :meth:`Guard._steps`. It yields an effect when
-it needs I/O (today: refreshing a JWKS) and returns a :class:`Decision`.
-:meth:`Guard.decide` drives it inline for sync stacks; :meth:`Guard.adecide`
-drives it from the event loop, sending the blocking work to a thread. Any
-exception while deciding ends as a refusal, never as an allow.
+it needs I/O (refreshing a JWKS, reading or writing the store) and returns a
+:class:`Decision`. :meth:`Guard.decide` runs each effect inline for sync
+stacks; :meth:`Guard.adecide` awaits its async twin, so the event loop never
+blocks. Any exception while deciding ends as a refusal, never as an allow.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -25,12 +26,22 @@ from . import reasons
 from .audit import AuditLog
 from .context import RequestContext
 from .decision import Decision, Outcome
-from .errors import CredentialError, InvalidRequest, InvalidToken, UnavailableError
+from .errors import (
+    CredentialError,
+    InvalidRequest,
+    InvalidToken,
+    StoreUnavailable,
+    UnavailableError,
+)
 from .keys import KeySource, key_source_from_settings
 from .principal import Principal
 from .routes import Requirement, RouteTable, normalise_path
+from .session import compare, device_fingerprint, network_of
 from .settings import Settings, load_settings
-from .tokens import RefreshKeys, TokenVerifier
+from .stores import StateKeys, StateRead, StateWrite, Store
+from .stores.base import Revocation
+from .stores.urls import store_from_url
+from .tokens import TokenVerifier
 
 __all__ = ["Guard"]
 
@@ -39,7 +50,58 @@ logger = logging.getLogger("zt_middleware.guard")
 # RFC 6750 section 2.1: b64token after one "Bearer" and spaces.
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*) *")
 
-Steps = Generator[RefreshKeys, None, Decision]
+
+
+class ReadState:
+    """An effect: read what the decision needs, in one round trip."""
+
+    __slots__ = ("keys", "store")
+
+    def __init__(self, store: Store, keys: StateKeys) -> None:
+        self.store = store
+        self.keys = keys
+
+    def run(self) -> StateRead:
+        with _store_errors():
+            return self.store.read(self.keys)
+
+    async def arun(self) -> StateRead:
+        with _store_errors():
+            return await self.store.aread(self.keys)
+
+
+class WriteState:
+    """An effect: record the request and claim a one-time token."""
+
+    __slots__ = ("store", "update")
+
+    def __init__(self, store: Store, update: StateWrite) -> None:
+        self.store = store
+        self.update = update
+
+    def run(self) -> bool:
+        with _store_errors():
+            return self.store.write(self.update)
+
+    async def arun(self) -> bool:
+        with _store_errors():
+            return await self.store.awrite(self.update)
+
+
+class _store_errors:  # noqa: N801 - used as a context manager
+    """Any store failure is a StoreUnavailable: 503, never an allow."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if exc is not None and not isinstance(exc, StoreUnavailable):
+            raise StoreUnavailable(
+                f"the store failed ({type(exc).__name__})"
+            ) from exc
+
+
+Steps = Generator[Any, Any, Decision]
 
 
 class Guard:
@@ -50,6 +112,7 @@ class Guard:
         settings: Settings | Mapping[str, Any] | str | None,
         *,
         key_source: KeySource | None = None,
+        store: Store | None = None,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -59,6 +122,7 @@ class Guard:
         self.routes = RouteTable(
             self.settings.routes, case_insensitive=self.settings.case_insensitive_paths
         )
+        self.store = store or store_from_url(self.settings.store)
         self.audit = audit or AuditLog()
         self.clock = clock
 
@@ -73,8 +137,7 @@ class Guard:
             steps = self._steps(ctx)
             effect = next(steps)
             while True:
-                effect.source.refresh()
-                effect = steps.send(None)
+                effect = steps.send(effect.run())
         except StopIteration as done:
             decision: Decision = done.value
         except Exception as exc:  # noqa: BLE001 - fail closed
@@ -89,8 +152,7 @@ class Guard:
             steps = self._steps(ctx)
             effect = next(steps)
             while True:
-                await asyncio.to_thread(effect.source.refresh)
-                effect = steps.send(None)
+                effect = steps.send(await effect.arun())
         except StopIteration as done:
             decision: Decision = done.value
         except Exception as exc:  # noqa: BLE001 - fail closed
@@ -110,7 +172,7 @@ class Guard:
 
         token = self._credential(ctx)
         if token is None:
-            why = (reasons.MISSING_TOKEN,)
+            why: tuple[str, ...] = (reasons.MISSING_TOKEN,)
             if requirement is None:
                 why += (reasons.ROUTE_UNANNOTATED,)
             return Decision(Outcome.DENY, 401, why)
@@ -127,7 +189,96 @@ class Guard:
                 principal=principal,
             )
 
-        return self._authorise(principal, requirement)
+        decision = self._authorise(principal, requirement)
+        if not decision.allowed:
+            return decision
+
+        return (yield from self._session(ctx, principal, requirement))
+
+    def _session(self, ctx: RequestContext, principal: Principal, requirement: Requirement) -> Steps:
+        """Revocations, then record the request and claim one-time tokens."""
+        keys = StateKeys(principal.subject, principal.session_id, principal.token_id)
+        state: StateRead = yield ReadState(self.store, keys)
+
+        revoked = self._revocation(principal, state)
+        if revoked is not None:
+            return Decision(
+                Outcome.DENY, 401, (revoked,), error="invalid_token", principal=principal
+            )
+
+        device = device_fingerprint(ctx.headers, self.settings.device_headers)
+        network = network_of(ctx.client)
+        change = compare(state, device, network)
+        once = self._is_one_time(principal, requirement)
+        if once and principal.token_id is None:
+            return Decision(
+                Outcome.DENY, 401, (reasons.CLAIM_MISSING,), error="invalid_token",
+                principal=principal,
+            )
+
+        now = self.clock()
+        update = StateWrite(
+            subject=principal.subject,
+            session_id=principal.session_id,
+            device=device,
+            network=network,
+            seen_at=now,
+            history_ttl=self.settings.history_ttl,
+            once_key=principal.token_id if once else None,
+            once_ttl=max(1, int(principal.expires_at - now) + self.settings.leeway),
+        )
+        first_use: bool = yield WriteState(self.store, update)
+        if not first_use:
+            return Decision(
+                Outcome.DENY, 401, (reasons.TOKEN_REPLAYED,), error="invalid_token",
+                principal=principal,
+            )
+
+        return Decision(Outcome.ALLOW, 200, (reasons.ALLOWED,), principal=principal,
+                        change=change)
+
+    def _revocation(self, principal: Principal, state: StateRead) -> str | None:
+        if state.token_revoked:
+            return reasons.TOKEN_REVOKED
+        if state.session_revoked:
+            return reasons.SESSION_REVOKED
+        if state.service_revoked:
+            return reasons.SERVICE_REVOKED
+        before = state.subject_revoked_before
+        if before is not None and principal.issued_at < before:
+            return reasons.SUBJECT_REVOKED
+        return None
+
+    def _is_one_time(self, principal: Principal, requirement: Requirement) -> bool:
+        if requirement.one_time:
+            return True
+        for claim, values in self.settings.one_time_claims.items():
+            if principal.claims.get(claim) in values:
+                return True
+        return False
+
+    # -- revocation --------------------------------------------------------------
+
+    def revoke(self, kind: str, value: str, *, expires_at: float | None = None) -> Revocation:
+        """Revoke a ``jti``, ``sid``, ``sub`` or ``svc`` in the shared store.
+
+        A token's entry lives until its ``exp`` when given, else for the
+        lifetime cap; a subject's until every token issued before now has
+        expired; a session's and a service's for ``revocation_ttl``.
+        """
+        now = self.clock()
+        cap = (self.settings.max_token_lifetime or self.settings.revocation_ttl) + self.settings.leeway
+        if kind == "jti":
+            ttl = int(expires_at - now) + self.settings.leeway if expires_at else cap
+        elif kind == "sub":
+            ttl = cap
+        else:
+            ttl = self.settings.revocation_ttl
+        with _store_errors():
+            revocation = self.store.revoke(kind, value, now=now, ttl=max(ttl, 1))
+        logger.warning("revoked %s %s until %d", kind, value, revocation.expires_at)
+
+        return revocation
 
     def requirement_for(self, ctx: RequestContext) -> Requirement | None:
         """The view's annotation merged with the route table (stricter wins)."""

@@ -83,11 +83,16 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def parse_json_object(data: bytes) -> dict[str, Any]:
     """UTF-8 JSON object, no duplicate names, no NaN or Infinity."""
-    value = json.loads(
-        data.decode("utf-8"),
-        object_pairs_hook=_no_duplicates,
-        parse_constant=_refuse_constant,
-    )
+    try:
+        value = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_refuse_constant,
+        )
+    except RecursionError:
+        # A few KB of "[[[[" in an unsigned header would otherwise escape as
+        # an unexpected error instead of a malformed token.
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value

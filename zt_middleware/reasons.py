@@ -44,6 +44,13 @@ ACR_TOO_LOW = "acr_too_low"
 AUTHENTICATION_TOO_OLD = "authentication_too_old"
 ALLOWED = "allowed"
 
+# Session and shared state.
+TOKEN_REVOKED = "token_revoked"
+SESSION_REVOKED = "session_revoked"
+SUBJECT_REVOKED = "subject_revoked"
+SERVICE_REVOKED = "service_revoked"
+TOKEN_REPLAYED = "token_replayed"
+
 # Infrastructure.
 KEY_SOURCE_UNAVAILABLE = "key_source_unavailable"
 STORE_UNAVAILABLE = "store_unavailable"

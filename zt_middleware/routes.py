@@ -40,6 +40,8 @@ class Requirement:
     public: bool = False
     acr: str | None = None
     max_age: int | None = None
+    # Each token may reach this route once (step-up and similar flows).
+    one_time: bool = False
 
     def merge(self, other: Requirement) -> Requirement:
         """The stricter of two requirements: public only if both are."""
@@ -53,18 +55,23 @@ class Requirement:
             scopes=self.scopes | other.scopes,
             acr=self.acr or other.acr,
             max_age=min(max_ages) if max_ages else None,
+            one_time=self.one_time or other.one_time,
         )
 
 
 PUBLIC = Requirement(public=True)
 
 
-def requires(*scopes: str, acr: str | None = None, max_age: int | None = None) -> Callable[[F], F]:
+def requires(
+    *scopes: str, acr: str | None = None, max_age: int | None = None, one_time: bool = False
+) -> Callable[[F], F]:
     """Mark a view (function or class) as needing every one of ``scopes``."""
     for scope in scopes:
         if not isinstance(scope, str) or not scope or any(c.isspace() for c in scope):
             raise ValueError(f"requires: {scope!r} is not a scope token")
-    requirement = Requirement(scopes=frozenset(scopes), acr=acr, max_age=max_age)
+    requirement = Requirement(
+        scopes=frozenset(scopes), acr=acr, max_age=max_age, one_time=one_time
+    )
 
     def mark(view: F) -> F:
         setattr(view, ATTRIBUTE, requirement)

@@ -96,6 +96,18 @@ class Settings:
     jwks_stale_for: int = 3600
     # Verified tokens kept (keyed by the exact token, until exp); 0 disables.
     verified_cache_size: int = 4096
+    # Shared state: "memory://" (one process), "sqlite:///path/to/file"
+    # (one host, several workers) or "redis://host:port/db" (many hosts).
+    store: str = "memory://"
+    # Request headers whose values make the device fingerprint.
+    device_headers: tuple[str, ...] = ("user-agent",)
+    # Seconds a session's and a subject's history is kept after last use.
+    history_ttl: int = 30 * 24 * 3600
+    # Seconds a session or service revocation holds (a subject revocation
+    # holds until every token issued before it has expired).
+    revocation_ttl: int = 24 * 3600
+    # Claims that mark a token one-time: {"token_use": ["step_up"]}.
+    one_time_claims: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Inline keys may hold HMAC secrets: never shown.
@@ -383,6 +395,28 @@ def _scope_set(name: str, value: Any) -> frozenset[str]:
     return frozenset(scopes)
 
 
+def _store_url(name: str, value: Any) -> str:
+    url = _string(name, value)
+    if urlsplit(url).scheme not in ("memory", "sqlite", "redis", "rediss", "redis+sentinel"):
+        raise ConfigurationError(
+            f"{name}: expected memory://, sqlite:///path, redis:// or rediss://, "
+            f"got scheme {urlsplit(url).scheme!r}"
+        )
+    return url
+
+
+def _one_time_claims(name: str, value: Any) -> Mapping[str, tuple[str, ...]]:
+    mapping = _mapping(name, value) or {}
+    return {
+        _string(f"{name} key", claim): _string_list(f"{name}[{claim!r}]", values)
+        for claim, values in mapping.items()
+    }
+
+
+def _header_names(name: str, value: Any) -> tuple[str, ...]:
+    return tuple(header.lower() for header in _string_list(name, value))
+
+
 _VALIDATORS: dict[str, Any] = {
     "issuer": _string,
     "audience": _string,
@@ -406,4 +440,9 @@ _VALIDATORS: dict[str, Any] = {
     "jwks_max_bytes": _integer(1024),
     "jwks_stale_for": _integer(0),
     "verified_cache_size": _integer(0),
+    "store": _store_url,
+    "device_headers": _header_names,
+    "history_ttl": _integer(60),
+    "revocation_ttl": _integer(60),
+    "one_time_claims": _one_time_claims,
 }

@@ -10,6 +10,7 @@ until ``exp``; a key rotation invalidates it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Generator
@@ -33,6 +34,13 @@ class RefreshKeys:
 
     def __init__(self, source: KeySource) -> None:
         self.source = source
+
+    def run(self) -> None:
+        self.source.refresh()
+
+    async def arun(self) -> None:
+        # The fetch blocks; it runs in a worker thread, never on the loop.
+        await asyncio.to_thread(self.source.refresh)
 
 
 Steps = Generator[RefreshKeys, None, Principal]
@@ -94,7 +102,7 @@ class TokenVerifier:
         try:
             effect = next(steps)
             while True:
-                effect.source.refresh()
+                effect.run()
                 effect = steps.send(None)
         except StopIteration as done:
             principal: Principal = done.value

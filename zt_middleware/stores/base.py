@@ -1,0 +1,119 @@
+"""The one interface behind which shared state lives.
+
+A request needs two round trips at most: :meth:`Store.read` fetches, in one
+go, everything the decision depends on (revocations of the token, its
+session and its subject; the session's and the subject's history), and
+:meth:`Store.write` records what this request changed and claims one-time
+tokens atomically. Async twins (``aread``, ``awrite``) never block the event
+loop. A store that cannot answer raises :class:`StoreUnavailable`; the guard
+turns that into a 503, never an allow.
+
+Every entry expires when what it protects would: a revoked token's entry
+lives until the token's ``exp``, a subject revocation until every token
+issued before it has expired, history for ``history_ttl``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+__all__ = [
+    "REVOCATION_KINDS",
+    "Revocation",
+    "SessionRecord",
+    "StateKeys",
+    "StateRead",
+    "StateWrite",
+    "Store",
+]
+
+# jti: one token; sid: a session; sub: tokens of a subject issued before a
+# time; svc: every token of a service identity.
+REVOCATION_KINDS = ("jti", "sid", "sub", "svc")
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    kind: str
+    value: str
+    revoked_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What the last request of a session looked like."""
+
+    device: str | None
+    network: str | None
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StateKeys:
+    """What one request's decision needs to read."""
+
+    subject: str
+    session_id: str | None = None
+    token_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateRead:
+    token_revoked: bool = False
+    session_revoked: bool = False
+    # Tokens of the subject issued before this time are revoked.
+    subject_revoked_before: float | None = None
+    service_revoked: bool = False
+    session: SessionRecord | None = None
+    subject_devices: frozenset[str] = frozenset()
+    subject_networks: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """What one allowed request records, in one round trip."""
+
+    subject: str
+    session_id: str | None
+    device: str | None
+    network: str | None
+    seen_at: float
+    history_ttl: int
+    # A one-time token's jti, claimed atomically; None claims nothing.
+    once_key: str | None = None
+    once_ttl: int = 0
+
+
+class Store(ABC):
+    """Revocation, replay and history, shared by workers and hosts."""
+
+    @abstractmethod
+    def read(self, keys: StateKeys) -> StateRead: ...
+
+    @abstractmethod
+    def write(self, update: StateWrite) -> bool:
+        """Record ``update``; False when its ``once_key`` was already used."""
+
+    async def aread(self, keys: StateKeys) -> StateRead:
+        return self.read(keys)
+
+    async def awrite(self, update: StateWrite) -> bool:
+        return self.write(update)
+
+    @abstractmethod
+    def revoke(self, kind: str, value: str, *, now: float, ttl: int) -> Revocation:
+        """Revoke a ``jti``, ``sid``, ``sub`` (issued before ``now``) or ``svc``."""
+
+    @abstractmethod
+    def revocations(self, *, now: float) -> list[Revocation]:
+        """Revocations still in force."""
+
+    def close(self) -> None:
+        return None
+
+
+def check_kind(kind: str) -> None:
+    if kind not in REVOCATION_KINDS:
+        raise ValueError(f"revocation kind: expected one of {REVOCATION_KINDS}, got {kind!r}")

@@ -1,0 +1,124 @@
+"""The in-process store: the default, for one process, no I/O at all."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from .base import (
+    Revocation,
+    SessionRecord,
+    StateKeys,
+    StateRead,
+    StateWrite,
+    Store,
+    check_kind,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Dicts under one lock; expired entries are dropped as they are met.
+
+    Only the process that holds it sees it: with several workers, use the
+    SQLite or Redis store so that a revocation holds in all of them.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, max_entries: int = 100_000) -> None:
+        self._clock = clock
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        self._revoked: dict[tuple[str, str], Revocation] = {}
+        self._once: dict[str, float] = {}
+        self._sessions: dict[str, tuple[SessionRecord, float]] = {}
+        self._devices: dict[str, dict[str, float]] = {}
+        self._networks: dict[str, dict[str, float]] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(revocations={len(self._revoked)}, sessions={len(self._sessions)})"
+
+    def read(self, keys: StateKeys) -> StateRead:
+        now = self._clock()
+        with self._lock:
+            subject = self._live(("sub", keys.subject), now)
+            session = self._sessions.get(keys.session_id or "")
+            return StateRead(
+                token_revoked=keys.token_id is not None
+                and self._live(("jti", keys.token_id), now) is not None,
+                session_revoked=keys.session_id is not None
+                and self._live(("sid", keys.session_id), now) is not None,
+                subject_revoked_before=subject.revoked_at if subject else None,
+                service_revoked=self._live(("svc", keys.subject), now) is not None,
+                session=session[0] if session and session[1] > now else None,
+                subject_devices=_alive(self._devices.get(keys.subject), now),
+                subject_networks=_alive(self._networks.get(keys.subject), now),
+            )
+
+    def write(self, update: StateWrite) -> bool:
+        now = self._clock()
+        with self._lock:
+            if update.once_key is not None:
+                used_until = self._once.get(update.once_key)
+                if used_until is not None and used_until > now:
+                    return False
+                self._once[update.once_key] = now + update.once_ttl
+
+            expires = now + update.history_ttl
+            if update.session_id is not None:
+                record = SessionRecord(update.device, update.network, update.seen_at)
+                self._sessions[update.session_id] = (record, expires)
+            if update.device is not None:
+                self._devices.setdefault(update.subject, {})[update.device] = expires
+            if update.network is not None:
+                self._networks.setdefault(update.subject, {})[update.network] = expires
+            self._trim(now)
+
+        return True
+
+    def revoke(self, kind: str, value: str, *, now: float, ttl: int) -> Revocation:
+        check_kind(kind)
+        revocation = Revocation(kind, value, revoked_at=now, expires_at=now + ttl)
+        with self._lock:
+            self._revoked[(kind, value)] = revocation
+        return revocation
+
+    def revocations(self, *, now: float) -> list[Revocation]:
+        with self._lock:
+            return sorted(
+                (r for r in self._revoked.values() if r.expires_at > now),
+                key=lambda r: (r.revoked_at, r.kind, r.value),
+            )
+
+    def _live(self, key: tuple[str, str], now: float) -> Revocation | None:
+        revocation = self._revoked.get(key)
+        if revocation is not None and revocation.expires_at <= now:
+            del self._revoked[key]
+            return None
+        return revocation
+
+    def _trim(self, now: float) -> None:
+        # Bounded memory: past the limit, drop what has expired, then the
+        # oldest histories. Revocations are never dropped early.
+        for table in (self._once, self._sessions, self._devices, self._networks):
+            if len(table) <= self._max_entries:
+                continue
+            for key in [k for k, v in table.items() if _expiry(v) <= now]:
+                del table[key]
+            while len(table) > self._max_entries:
+                del table[next(iter(table))]
+
+
+def _expiry(value: object) -> float:
+    if isinstance(value, tuple):
+        return float(value[1])
+    if isinstance(value, dict):
+        return max(value.values(), default=0.0)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _alive(seen: dict[str, float] | None, now: float) -> frozenset[str]:
+    if not seen:
+        return frozenset()
+    return frozenset(item for item, expires in seen.items() if expires > now)
