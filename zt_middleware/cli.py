@@ -67,6 +67,21 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--settings", help="TOML file with a [zero_trust] table")
     inspect.set_defaults(run=_token_inspect)
 
+    revoke = commands.add_parser(
+        "revoke", help="revoke a token, session, subject or service in the shared store"
+    )
+    what = revoke.add_mutually_exclusive_group(required=True)
+    what.add_argument("--jti", help="one token, by its jti")
+    what.add_argument("--sid", help="every token of one session, by its sid")
+    what.add_argument("--sub", help="every token of a subject issued before now")
+    what.add_argument("--svc", help="every token of a service identity (its sub)")
+    what.add_argument("--list", action="store_true", help="list revocations in force")
+    revoke.add_argument("--store", help="store URL, as in the settings' store")
+    revoke.add_argument(
+        "--settings", help="TOML file with a [zero_trust] table: its store and TTLs"
+    )
+    revoke.set_defaults(run=_revoke)
+
     demo = commands.add_parser("demo", help="run the three example services over real HTTP")
     demo.add_argument("--serve", action="store_true", help="keep them running; print curl lines")
     demo.set_defaults(run=_demo)
@@ -137,6 +152,44 @@ def _decode_unverified(token: str) -> tuple[Any, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigurationError("token: header or claims do not decode") from exc
     return header, claims
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    """Write one revocation, or list those in force; one line each."""
+    import time
+
+    from .revocation import describe, revocation_ttl
+    from .settings import Settings
+    from .stores.base import REVOCATION_KINDS
+    from .stores.urls import store_from_url
+
+    settings = Settings.from_toml(args.settings) if args.settings else None
+    url = args.store or (settings.store if settings else None)
+    if not url:
+        raise ConfigurationError("--store: give the store URL, or --settings naming one")
+    if url.startswith("memory:"):
+        raise ConfigurationError(
+            "--store: memory:// lives in one process; no worker would see this"
+        )
+
+    store = store_from_url(url)
+    try:
+        now = time.time()
+        if args.list:
+            found = store.revocations(now=now)
+        else:
+            kind = next(kind for kind in REVOCATION_KINDS if getattr(args, kind) is not None)
+            value = getattr(args, kind)
+            if not value:
+                raise ConfigurationError(f"--{kind}: expected a value, got an empty one")
+            ttl = revocation_ttl(kind, settings, now=now)
+            found = [store.revoke(kind, value, now=now, ttl=ttl)]
+    finally:
+        store.close()
+
+    for revocation in found:
+        print(describe(revocation))
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

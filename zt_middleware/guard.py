@@ -35,6 +35,7 @@ from .errors import (
 )
 from .keys import KeySource, key_source_from_settings
 from .principal import Principal
+from .revocation import revocation_ttl
 from .routes import Requirement, RouteTable, normalise_path
 from .session import compare, device_fingerprint, network_of
 from .settings import Settings, load_settings
@@ -143,8 +144,7 @@ class Guard:
         except Exception as exc:  # noqa: BLE001 - fail closed
             decision = self._refusal(exc)
 
-        self.audit.record(ctx, decision)
-        return decision
+        return self._recorded(ctx, decision)
 
     async def adecide(self, ctx: RequestContext) -> Decision:
         """Decide from an event loop; blocking key fetches go to a thread."""
@@ -158,7 +158,22 @@ class Guard:
         except Exception as exc:  # noqa: BLE001 - fail closed
             decision = self._refusal(exc)
 
-        self.audit.record(ctx, decision)
+        return self._recorded(ctx, decision)
+
+    def _recorded(self, ctx: RequestContext, decision: Decision) -> Decision:
+        """Audit the decision; a decision that cannot be audited is refused."""
+        try:
+            self.audit.record(ctx, decision)
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            logger.error("audit failed with %s; refusing", type(exc).__name__)
+            return Decision(
+                Outcome.DENY,
+                503,
+                (reasons.AUDIT_UNAVAILABLE,),
+                error="temporarily_unavailable",
+                retry_after=5,
+            )
+
         return decision
 
     # -- the checks --------------------------------------------------------------
@@ -267,15 +282,9 @@ class Guard:
         expired; a session's and a service's for ``revocation_ttl``.
         """
         now = self.clock()
-        cap = (self.settings.max_token_lifetime or self.settings.revocation_ttl) + self.settings.leeway
-        if kind == "jti":
-            ttl = int(expires_at - now) + self.settings.leeway if expires_at else cap
-        elif kind == "sub":
-            ttl = cap
-        else:
-            ttl = self.settings.revocation_ttl
+        ttl = revocation_ttl(kind, self.settings, now=now, expires_at=expires_at)
         with _store_errors():
-            revocation = self.store.revoke(kind, value, now=now, ttl=max(ttl, 1))
+            revocation = self.store.revoke(kind, value, now=now, ttl=ttl)
         logger.warning("revoked %s %s until %d", kind, value, revocation.expires_at)
 
         return revocation
@@ -285,6 +294,14 @@ class Guard:
         method = "GET" if ctx.method in ("HEAD", "WEBSOCKET") else ctx.method
         path = normalise_path(ctx.path, case_insensitive=self.routes.case_insensitive)
         from_table = self.routes.match(method, path)
+
+        # Frameworks route the path as sent, without resolving "..": a
+        # spelling like /admin/x/../../static/y runs the admin view while its
+        # normal form looks public. Judge both spellings; public only if both
+        # agree.
+        sent = ctx.path.lower() if self.routes.case_insensitive else ctx.path
+        if sent != path:
+            from_table = _stricter(from_table, self.routes.match(method, sent))
 
         if ctx.requirement is None:
             return from_table
@@ -390,3 +407,11 @@ class Guard:
         # A bug or an unexpected input: refuse, and say only the type.
         logger.error("decision failed with %s; refusing", type(exc).__name__)
         return Decision(Outcome.DENY, 403, (reasons.DECISION_ERROR,), error="access_denied")
+
+
+def _stricter(first: Requirement | None, second: Requirement | None) -> Requirement | None:
+    """Merge two table answers; "no rule" beats public, protection beats both."""
+    if first is None or second is None:
+        found = first or second
+        return None if found is None or found.public else found
+    return first.merge(second)

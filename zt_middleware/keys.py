@@ -10,6 +10,7 @@ last good set for a bounded time while the endpoint is down.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import PyJWTError
 
@@ -81,6 +83,11 @@ class KeySet:
             raise ConfigurationError(
                 "keys: an HMAC secret cannot share a key set with public keys"
             )
+
+        # Two keys under one kid: which one verifies would depend on the
+        # order of the document.
+        if len(self._by_kid) != sum(key.kid is not None for key in self.keys):
+            raise ConfigurationError("keys: a kid names more than one key")
 
     def __repr__(self) -> str:
         return f"KeySet({[key.kid for key in self.keys]!r})"
@@ -288,6 +295,8 @@ class JWKSSource:
             self._attempted_at = self._clock()
             try:
                 body = self._open(self.url, self._timeout, self._max_bytes)
+                if len(body) > self._max_bytes:
+                    raise ValueError("JWKS response larger than jwks_max_bytes")
                 keys = KeySet.from_jwks(json.loads(body), self._allowed)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old set
                 logger.error(
@@ -297,7 +306,7 @@ class JWKSSource:
                 )
                 return
 
-            fingerprint = tuple(sorted((k.kid or "", k.kty) for k in keys.keys))
+            fingerprint = tuple(sorted(_fingerprint(k) for k in keys.keys))
             if fingerprint != self._fingerprint:
                 self.generation += 1
                 self._fingerprint = fingerprint
@@ -311,6 +320,15 @@ class JWKSSource:
         if keys is None:
             raise KeySourceUnavailable("the JWKS endpoint cannot be reached")
         return keys
+
+
+def _fingerprint(key: VerificationKey) -> tuple[str, str, bytes]:
+    """What identifies a key: new material under an old kid is a rotation."""
+    if isinstance(key.material, bytes):
+        raw = hashlib.sha256(key.material).digest()
+    else:
+        raw = key.material.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return (key.kid or "", key.kty, raw)
 
 
 def _open_url(url: str, timeout: float, max_bytes: int) -> bytes:

@@ -54,4 +54,5 @@ TOKEN_REPLAYED = "token_replayed"
 # Infrastructure.
 KEY_SOURCE_UNAVAILABLE = "key_source_unavailable"
 STORE_UNAVAILABLE = "store_unavailable"
+AUDIT_UNAVAILABLE = "audit_unavailable"
 DECISION_ERROR = "decision_error"

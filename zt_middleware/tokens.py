@@ -57,15 +57,20 @@ class TokenVerifier:
         self.settings = settings
         self.key_source = key_source
         self.clock = clock
-        self._cache: dict[str, tuple[Principal, int]] = {}
+        self._cache: dict[str, tuple[Principal, int, str | None]] = {}
         self._cache_size = settings.verified_cache_size
 
     def verify(self, token: str) -> Steps:
         """Generator: yields RefreshKeys when it needs keys, returns a principal."""
         cached = self._cache.get(token)
         if cached is not None:
-            principal, generation = cached
-            if generation == self.key_source.generation:
+            principal, generation, kid = cached
+            # A cached token must not outlive its key: refresh when due, so a
+            # rotation is seen, and trust nothing once the key set is gone.
+            if self.key_source.should_refresh(kid):
+                yield RefreshKeys(self.key_source)
+            source = self.key_source
+            if generation == source.generation and source.current() is not None:
                 self._check_times(principal.claims)
                 return principal
             self._cache.clear()
@@ -92,7 +97,7 @@ class TokenVerifier:
                 reason=reasons.MALFORMED_CLAIMS,
             ) from None
         principal = self._validate_claims(claims)
-        self._remember(token, principal)
+        self._remember(token, principal, jws.kid)
 
         return principal
 
@@ -116,7 +121,7 @@ class TokenVerifier:
             raise KeySourceUnavailable("no verification keys are available")
         return keys
 
-    def _remember(self, token: str, principal: Principal) -> None:
+    def _remember(self, token: str, principal: Principal, kid: str | None) -> None:
         if not self._cache_size:
             return
         if len(self._cache) >= self._cache_size:
@@ -125,7 +130,7 @@ class TokenVerifier:
                 del self._cache[next(iter(self._cache))]
             except (StopIteration, KeyError, RuntimeError):
                 self._cache.clear()
-        self._cache[token] = (principal, self.key_source.generation)
+        self._cache[token] = (principal, self.key_source.generation, kid)
 
     # -- header and claims ---------------------------------------------------
 

@@ -1,0 +1,343 @@
+"""The Redis store: workers on many hosts share one Redis deployment.
+
+A request reads in one round trip and writes in at most one more, each a
+non-transactional pipeline of single-key commands. Keys carry a hash tag
+naming what they belong to, so that on Redis Cluster a token's keys, a
+session's keys and a subject's keys each stay in one slot::
+
+    zt:{jti:<jti>}:revoked:jti    revoked token         GET / SET EX
+    zt:{jti:<jti>}:used           one-time claim        SET NX EX
+    zt:{sid:<sid>}:revoked:sid    revoked session       GET / SET EX
+    zt:{sid:<sid>}:last           the session's last    GET / SET EX
+                                  device and network
+    zt:{sub:<sub>}:revoked:sub    subject revoked at    GET / SET EX
+    zt:{sub:<sub>}:revoked:svc    service identity      GET / SET EX
+    zt:{sub:<sub>}:seen           devices and networks  sorted set scored
+                                  of the subject        by expiry
+    zt:revocations                what is in force      sorted set, listing
+
+Every key has a TTL: a revocation's until what it protects expires,
+history's ``history_ttl`` after its last use. Expiry is Redis's, so a
+revocation lapses on the server's clock; history scores use this
+process's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from ..errors import StoreUnavailable
+from .base import (
+    Revocation,
+    SessionRecord,
+    StateKeys,
+    StateRead,
+    StateWrite,
+    Store,
+    check_kind,
+)
+
+__all__ = ["RedisStore"]
+
+# One retry, at once: enough to replace a pooled connection that a server
+# restart closed, and a dead server still fails fast.
+RETRIES = 1
+
+# Which hash tag a revocation of each kind lives under: a service identity
+# is a subject, so its revocation sits beside the subject's.
+_TAG = {"jti": "jti", "sid": "sid", "sub": "sub", "svc": "sub"}
+
+# Trim, add, and let the listing's key live as long as its last entry.
+# One key, so it is also safe on Cluster.
+_INDEX_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(last[2])) + 1)
+return 1
+"""
+
+_DEVICE, _NETWORK = "d:", "n:"
+
+# Connection settings that mean the same to the asyncio client.
+_PORTABLE = frozenset(
+    {
+        "host", "port", "db", "username", "password", "path",
+        "socket_timeout", "socket_connect_timeout", "socket_keepalive",
+        "client_name", "encoding", "encoding_errors", "decode_responses",
+        "health_check_interval", "ssl_keyfile", "ssl_certfile",
+        "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data", "ssl_check_hostname",
+    }
+)  # fmt: skip
+
+
+class RedisStore(Store):
+    """Shared state in Redis, through redis-py.
+
+    ``client`` is any synchronous redis-py client: ``redis.Redis``, a
+    Sentinel ``master_for(...)`` client or ``redis.cluster.RedisCluster``;
+    ``async_client`` its ``redis.asyncio`` counterpart, for ASGI and async
+    Django. Without one, a plain ``redis.Redis`` gets an asyncio twin with
+    the same connection settings; for other clients ``aread`` and ``awrite``
+    run the sync client in a worker thread, which never blocks the loop.
+    An asyncio client belongs to the event loop it first ran on.
+
+    Tested against a real single server, a real Sentinel (one sentinel, one
+    master) and a real three-node Cluster, sync and asyncio each.
+
+    A refused one-time token still records its device and network: the claim
+    and the history travel in one pipeline, across slots, so the history
+    cannot wait for the claim's answer.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        async_client: Any = None,
+        *,
+        prefix: str = "zt",
+        name: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.async_client = async_client if async_client is not None else _async_twin(client)
+        self.prefix = prefix
+        self.name = name or _describe(client)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.name}, prefix={self.prefix!r})"
+
+    # -- the request path --------------------------------------------------------
+
+    def read(self, keys: StateKeys) -> StateRead:
+        pipe = self.client.pipeline(transaction=False)
+        now = self._clock()
+        self._queue_read(pipe, keys, now)
+        with self._errors("read"):
+            replies = pipe.execute()
+
+        return self._parse_read(keys, replies)
+
+    async def aread(self, keys: StateKeys) -> StateRead:
+        if self.async_client is None:
+            return await asyncio.to_thread(self.read, keys)
+
+        pipe = self.async_client.pipeline(transaction=False)
+        now = self._clock()
+        self._queue_read(pipe, keys, now)
+        with self._errors("read"):
+            replies = await pipe.execute()
+
+        return self._parse_read(keys, replies)
+
+    def write(self, update: StateWrite) -> bool:
+        pipe = self.client.pipeline(transaction=False)
+        if not self._queue_write(pipe, update, self._clock()):
+            return True
+        with self._errors("write"):
+            replies = pipe.execute()
+
+        return update.once_key is None or bool(replies[0])
+
+    async def awrite(self, update: StateWrite) -> bool:
+        if self.async_client is None:
+            return await asyncio.to_thread(self.write, update)
+
+        pipe = self.async_client.pipeline(transaction=False)
+        if not self._queue_write(pipe, update, self._clock()):
+            return True
+        with self._errors("write"):
+            replies = await pipe.execute()
+
+        return update.once_key is None or bool(replies[0])
+
+    # -- revocations -------------------------------------------------------------
+
+    def revoke(self, kind: str, value: str, *, now: float, ttl: int) -> Revocation:
+        check_kind(kind)
+        revocation = Revocation(kind, value, revoked_at=now, expires_at=now + ttl)
+
+        # The revocation first, then the listing: two commands, as a
+        # cluster pipeline cannot carry a script. Not on the request path.
+        member = json.dumps([kind, value])
+        with self._errors("revoke"):
+            self.client.set(self._revoked_key(kind, value), f"{now!r} {now + ttl!r}", ex=ttl)
+            self.client.eval(
+                _INDEX_SCRIPT, 1, self._index_key(), repr(now), repr(now + ttl), member
+            )
+
+        return revocation
+
+    def revocations(self, *, now: float) -> list[Revocation]:
+        with self._errors("list revocations"):
+            members = self.client.zrangebyscore(self._index_key(), f"({now!r}", "+inf")
+            entries = [json.loads(_text(member)) for member in members]
+            pipe = self.client.pipeline(transaction=False)
+            for kind, value in entries:
+                pipe.get(self._revoked_key(kind, value))
+            replies = pipe.execute() if entries else []
+
+        found = []
+        for (kind, value), reply in zip(entries, replies):
+            if reply is not None:
+                revoked_at, expires_at = map(float, _text(reply).split())
+                if expires_at > now:
+                    found.append(Revocation(kind, value, revoked_at, expires_at))
+
+        return sorted(found, key=lambda r: (r.revoked_at, r.kind, r.value))
+
+    def close(self) -> None:
+        """Close the sync client; ``aclose`` closes the asyncio one."""
+        with self._errors("close"):
+            for client in (self.client, *_sentinels(self.client)):
+                client.close()
+
+    async def aclose(self) -> None:
+        if self.async_client is None:
+            return
+        with self._errors("close"):
+            for client in (self.async_client, *_sentinels(self.async_client)):
+                await client.aclose()
+
+    # -- keys and commands -------------------------------------------------------
+
+    def _key(self, tag: str, value: str, suffix: str) -> str:
+        return f"{self.prefix}:{{{tag}:{value}}}:{suffix}"
+
+    def _revoked_key(self, kind: str, value: str) -> str:
+        return self._key(_TAG[kind], value, f"revoked:{kind}")
+
+    def _index_key(self) -> str:
+        return f"{self.prefix}:revocations"
+
+    def _queue_read(self, pipe: Any, keys: StateKeys, now: float) -> None:
+        # The order here is the order _parse_read takes the replies in.
+        if keys.token_id is not None:
+            pipe.get(self._revoked_key("jti", keys.token_id))
+        if keys.session_id is not None:
+            pipe.get(self._revoked_key("sid", keys.session_id))
+            pipe.get(self._key("sid", keys.session_id, "last"))
+        pipe.get(self._revoked_key("sub", keys.subject))
+        pipe.get(self._revoked_key("svc", keys.subject))
+        pipe.zrangebyscore(self._key("sub", keys.subject, "seen"), f"({now!r}", "+inf")
+
+    def _parse_read(self, keys: StateKeys, replies: list[Any]) -> StateRead:
+        replies = list(replies)
+        token = replies.pop(0) if keys.token_id is not None else None
+        session_revoked = session = None
+        if keys.session_id is not None:
+            session_revoked, session = replies.pop(0), replies.pop(0)
+        subject, service, seen = replies
+
+        members = [_text(member) for member in seen]
+        return StateRead(
+            token_revoked=token is not None,
+            session_revoked=session_revoked is not None,
+            subject_revoked_before=float(_text(subject).split()[0]) if subject else None,
+            service_revoked=service is not None,
+            session=_session_record(session),
+            subject_devices=frozenset(m[2:] for m in members if m.startswith(_DEVICE)),
+            subject_networks=frozenset(m[2:] for m in members if m.startswith(_NETWORK)),
+        )
+
+    def _queue_write(self, pipe: Any, update: StateWrite, now: float) -> bool:
+        """Queue the update; False when there is nothing to send."""
+        history_ttl = max(1, int(update.history_ttl))
+        if update.once_key is not None:
+            # First in the pipeline: its reply decides write's answer.
+            used = self._key("jti", update.once_key, "used")
+            pipe.set(used, "1", nx=True, ex=max(1, int(update.once_ttl)))
+
+        if update.session_id is not None:
+            last = json.dumps([update.device, update.network, update.seen_at])
+            pipe.set(self._key("sid", update.session_id, "last"), last, ex=history_ttl)
+
+        expires = now + history_ttl
+        seen = {
+            prefix + item: expires
+            for prefix, item in ((_DEVICE, update.device), (_NETWORK, update.network))
+            if item is not None
+        }
+        if seen:
+            key = self._key("sub", update.subject, "seen")
+            pipe.zadd(key, seen)
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.expire(key, history_ttl)
+
+        return update.once_key is not None or update.session_id is not None or bool(seen)
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            # redis-py's messages name the host and port, never a password.
+            raise StoreUnavailable(
+                f"Redis store {self.name}: {action} failed ({type(exc).__name__}: {exc})"
+            ) from exc
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _session_record(raw: Any) -> SessionRecord | None:
+    if raw is None:
+        return None
+    device, network, seen_at = json.loads(_text(raw))
+    return SessionRecord(device=device, network=network, seen_at=float(seen_at))
+
+
+def _sentinels(client: Any) -> list[Any]:
+    """The clients a Sentinel-managed client asks for its master."""
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()))
+
+
+def _describe(client: Any) -> str:
+    """Where the client points, for messages: host, port and db, no secret."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", {})
+    service = getattr(pool, "service_name", None)
+    if service:
+        return f"sentinel service {service!r}"
+    if "host" in kwargs:
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    return type(client).__name__
+
+
+def _async_twin(client: Any) -> Any:
+    """A ``redis.asyncio.Redis`` with ``client``'s settings, when it is plain."""
+    pool = getattr(client, "connection_pool", None)
+    if type(client) is not redis.Redis or type(pool) is not redis.ConnectionPool:
+        return None
+
+    classes = {
+        redis.Connection: redis.asyncio.Connection,
+        redis.SSLConnection: redis.asyncio.SSLConnection,
+        redis.UnixDomainSocketConnection: redis.asyncio.UnixDomainSocketConnection,
+    }
+    connection_class = classes.get(pool.connection_class)
+    if connection_class is None:
+        return None
+
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _PORTABLE}
+    return redis.asyncio.Redis(
+        connection_pool=redis.asyncio.ConnectionPool(
+            connection_class=connection_class,
+            retry=redis.asyncio.retry.Retry(NoBackoff(), RETRIES),
+            **kwargs,
+        )
+    )

@@ -1,0 +1,334 @@
+"""The SQLite store: several worker processes on one host share one file.
+
+The file is in WAL mode, so readers never wait for the writer, and every
+write transaction starts with ``BEGIN IMMEDIATE``, so two writers queue on
+the lock (for up to ``timeout`` seconds) instead of failing half-way. A read
+is one ``SELECT``; a write is one short transaction, whose one-time claim is
+an upsert that only takes an expired row: whichever process commits first
+wins, the others see no row changed.
+
+Each thread opens its own connection (sqlite3 connections must not cross
+threads, nor a ``fork``); ``aread`` and ``awrite`` run in a worker thread.
+Keep the file on a local disk: WAL needs shared memory between the
+processes, which network file systems do not give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import StoreUnavailable
+from .base import (
+    Revocation,
+    SessionRecord,
+    StateKeys,
+    StateRead,
+    StateWrite,
+    Store,
+    check_kind,
+)
+
+__all__ = ["SQLiteStore"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS zt_revocations (
+    kind TEXT NOT NULL, value TEXT NOT NULL,
+    revoked_at REAL NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zt_once (
+    key TEXT PRIMARY KEY, expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zt_sessions (
+    sid TEXT PRIMARY KEY, device TEXT, network TEXT,
+    seen_at REAL NOT NULL, expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zt_history (
+    subject TEXT NOT NULL, kind TEXT NOT NULL, item TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (subject, kind, item)
+) WITHOUT ROWID;
+"""
+
+# Everything one decision needs, in one statement: each branch is a
+# primary-key lookup, tagged so the rows can be told apart.
+_READ = """
+SELECT 'jti', revoked_at, NULL, NULL FROM zt_revocations
+    WHERE kind = 'jti' AND value = :jti AND expires_at > :now
+UNION ALL SELECT 'sid', revoked_at, NULL, NULL FROM zt_revocations
+    WHERE kind = 'sid' AND value = :sid AND expires_at > :now
+UNION ALL SELECT 'sub', revoked_at, NULL, NULL FROM zt_revocations
+    WHERE kind = 'sub' AND value = :sub AND expires_at > :now
+UNION ALL SELECT 'svc', revoked_at, NULL, NULL FROM zt_revocations
+    WHERE kind = 'svc' AND value = :sub AND expires_at > :now
+UNION ALL SELECT 'session', seen_at, device, network FROM zt_sessions
+    WHERE sid = :sid AND expires_at > :now
+UNION ALL SELECT kind, NULL, item, NULL FROM zt_history
+    WHERE subject = :sub AND expires_at > :now
+"""
+
+# Takes the key when it is new or its claim has expired; rowcount says.
+_CLAIM = """
+INSERT INTO zt_once (key, expires_at) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
+WHERE zt_once.expires_at <= ?
+"""
+
+_SESSION = """
+INSERT INTO zt_sessions (sid, device, network, seen_at, expires_at)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (sid) DO UPDATE SET device = excluded.device,
+    network = excluded.network, seen_at = excluded.seen_at,
+    expires_at = excluded.expires_at
+"""
+
+_HISTORY = """
+INSERT INTO zt_history (subject, kind, item, expires_at) VALUES {rows}
+ON CONFLICT (subject, kind, item) DO UPDATE SET expires_at = excluded.expires_at
+"""
+
+_REVOKE = """
+INSERT INTO zt_revocations (kind, value, revoked_at, expires_at)
+VALUES (?, ?, ?, ?)
+ON CONFLICT (kind, value) DO UPDATE SET revoked_at = excluded.revoked_at,
+    expires_at = excluded.expires_at
+"""
+
+# Bounded purge: at most _PURGE_BATCH expired rows per table at a time.
+_PURGE = (
+    "DELETE FROM zt_once WHERE key IN "
+    "(SELECT key FROM zt_once WHERE expires_at <= ?1 LIMIT ?2)",
+    "DELETE FROM zt_sessions WHERE sid IN "
+    "(SELECT sid FROM zt_sessions WHERE expires_at <= ?1 LIMIT ?2)",
+    "DELETE FROM zt_history WHERE (subject, kind, item) IN "
+    "(SELECT subject, kind, item FROM zt_history WHERE expires_at <= ?1 LIMIT ?2)",
+    "DELETE FROM zt_revocations WHERE (kind, value) IN "
+    "(SELECT kind, value FROM zt_revocations WHERE expires_at <= ?1 LIMIT ?2)",
+)
+_PURGE_BATCH = 500
+
+_DEVICE, _NETWORK = "d", "n"
+
+
+class SQLiteStore(Store):
+    """Shared state in one SQLite file, for the workers of one host.
+
+    ``timeout`` is how long a writer waits for the lock before the request
+    fails with a 503. Expired rows are ignored by every read and deleted
+    every ``purge_every`` writes, a bounded batch at a time.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        timeout: float = 5.0,
+        purge_every: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self._timeout = timeout
+        self._purge_every = purge_every
+        self._clock = clock
+        self._local = threading.local()
+        self._writes = itertools.count(1)
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+
+        # Open now, so that a wrong path fails at start-up, not per request.
+        with self._errors("open"):
+            self._create_schema(self.connection())
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- the request path --------------------------------------------------------
+
+    def read(self, keys: StateKeys) -> StateRead:
+        params = {
+            "jti": keys.token_id,
+            "sid": keys.session_id,
+            "sub": keys.subject,
+            "now": self._clock(),
+        }
+        with self._errors("read"):
+            rows = self.connection().execute(_READ, params).fetchall()
+
+        return _state(rows)
+
+    def write(self, update: StateWrite) -> bool:
+        now = self._clock()
+        expires = now + update.history_ttl
+        history = [
+            (update.subject, kind, item, expires)
+            for kind, item in ((_DEVICE, update.device), (_NETWORK, update.network))
+            if item is not None
+        ]
+        if update.once_key is None and update.session_id is None and not history:
+            return True
+
+        with self._errors("write"), self._transaction() as db:
+            if update.once_key is not None:
+                claim = (update.once_key, now + update.once_ttl, now)
+                if db.execute(_CLAIM, claim).rowcount == 0:
+                    db.execute("ROLLBACK")
+                    return False
+
+            if update.session_id is not None:
+                db.execute(
+                    _SESSION,
+                    (update.session_id, update.device, update.network,
+                     update.seen_at, expires),
+                )  # fmt: skip
+            if history:
+                rows = ", ".join(["(?, ?, ?, ?)"] * len(history))
+                db.execute(_HISTORY.format(rows=rows), [v for row in history for v in row])
+            if next(self._writes) % self._purge_every == 0:
+                for statement in _PURGE:
+                    db.execute(statement, (now, _PURGE_BATCH))
+
+        return True
+
+    async def aread(self, keys: StateKeys) -> StateRead:
+        return await asyncio.to_thread(self.read, keys)
+
+    async def awrite(self, update: StateWrite) -> bool:
+        return await asyncio.to_thread(self.write, update)
+
+    # -- revocations -------------------------------------------------------------
+
+    def revoke(self, kind: str, value: str, *, now: float, ttl: int) -> Revocation:
+        check_kind(kind)
+        revocation = Revocation(kind, value, revoked_at=now, expires_at=now + ttl)
+
+        # A revocation must survive a power cut, not only a crash: this one
+        # commit is synced in full.
+        with self._errors("revoke"):
+            db = self.connection()
+            db.execute("PRAGMA synchronous = FULL")
+            try:
+                with self._transaction() as db:
+                    db.execute(_REVOKE, (kind, value, now, now + ttl))
+            finally:
+                db.execute("PRAGMA synchronous = NORMAL")
+
+        return revocation
+
+    def revocations(self, *, now: float) -> list[Revocation]:
+        with self._errors("list revocations"):
+            rows = self.connection().execute(
+                "SELECT kind, value, revoked_at, expires_at FROM zt_revocations "
+                "WHERE expires_at > ? ORDER BY revoked_at, kind, value",
+                (now,),
+            ).fetchall()
+
+        return [Revocation(*row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()
+
+    # -- connections -------------------------------------------------------------
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use (and after a fork)."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None and self._local.pid == os.getpid():
+            return connection
+
+        # isolation_level=None: no implicit transactions; write() says
+        # BEGIN IMMEDIATE itself. check_same_thread is off only so that
+        # close() may close every thread's connection.
+        connection = sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None,
+            check_same_thread=False,
+        )  # fmt: skip
+        connection.execute("PRAGMA synchronous = NORMAL")
+        self._local.connection = connection
+        self._local.pid = os.getpid()
+        with self._lock:
+            self._connections.append(connection)
+
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self.connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if db.in_transaction:
+            db.execute("COMMIT")
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        # journal_mode is a property of the file: set once, kept by all.
+        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+            raise sqlite3.OperationalError("cannot switch the file to WAL mode")
+        if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+
+        with self._transaction():
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(
+                    f"schema version {version}, expected {SCHEMA_VERSION}"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            # SQLite's messages ("database is locked", "unable to open
+            # database file") carry no secret; the path helps the operator.
+            raise StoreUnavailable(
+                f"SQLite store {self.path!r}: {action} failed "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+
+
+def _state(rows: list[tuple[Any, ...]]) -> StateRead:
+    found: dict[str, Any] = {}
+    session = None
+    devices: set[str] = set()
+    networks: set[str] = set()
+    for tag, when, first, second in rows:
+        if tag == "session":
+            session = SessionRecord(device=first, network=second, seen_at=when)
+        elif tag == _DEVICE:
+            devices.add(first)
+        elif tag == _NETWORK:
+            networks.add(first)
+        else:
+            found[tag] = when
+
+    return StateRead(
+        token_revoked="jti" in found,
+        session_revoked="sid" in found,
+        subject_revoked_before=found.get("sub"),
+        service_revoked="svc" in found,
+        session=session,
+        subject_devices=frozenset(devices),
+        subject_networks=frozenset(networks),
+    )
