@@ -153,6 +153,18 @@ def test_hmac_secret_shorter_than_32_bytes_leaves_the_key_set_empty() -> None:
     assert keys.find("h") is None
 
 
+def test_service_keyed_only_by_a_short_hmac_secret_does_not_start() -> None:
+    values = {
+        "issuer": "https://issuer.example.test",
+        "audience": "api",
+        "algorithms": ["HS256"],
+        "jwks": {"keys": [oct_jwk(b"s" * 31, kid="h")]},
+    }
+
+    with pytest.raises(ConfigurationError, match="no usable key"):
+        key_source_from_settings(Settings.from_mapping(values))
+
+
 def test_rsa_key_under_2048_bits_is_refused(small_rsa: rsa.RSAPrivateKey) -> None:
     jwk = jwk_of(small_rsa.public_key(), kid="weak")
 
@@ -596,3 +608,26 @@ def test_refetching_the_same_jwks_keeps_the_generation(
 
 def test_jwks_source_repr_names_the_url_only(source: JWKSSource) -> None:
     assert repr(source) == f"JWKSSource({URL!r}, generation=0)"
+
+
+def test_jwks_response_without_usable_keys_keeps_the_last_good_set(rsa_key) -> None:
+    import json as _json
+
+    from zt_middleware.keys import JWKSSource
+
+    bodies = [_json.dumps(rsa_key.jwks()).encode(), b'{"keys": []}']
+    now = [0.0]
+    source = JWKSSource(
+        "https://idp.example.test/jwks",
+        allowed={"RS256"},
+        ttl=10,
+        cooldown=0,
+        clock=lambda: now[0],
+        opener=lambda url, timeout, size: bodies.pop(0),
+    )
+    source.refresh()
+    now[0] = 20.0
+    source.refresh()
+
+    keys = source.current()
+    assert keys is not None and keys.find(rsa_key.kid) is not None

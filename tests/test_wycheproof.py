@@ -210,12 +210,10 @@ def padded_variants() -> dict[str, tuple[str, dict[str, Any]]]:
 
 @pytest.mark.parametrize("name", ["padded-signature", "padded-payload"])
 def test_padded_base64url_that_pyjwt_accepts_is_refused(name: str) -> None:
-    """PyJWT pads and decodes what it is given; RFC 7515 forbids padding.
-
-    A second accepted spelling of a token defeats anything keyed on the token
-    string (our verified-token cache, replay and revocation lists), so the
-    strict decoder is what keeps one token one string.
-    """
+    """PyJWT decodes padded base64url; RFC 7515 forbids padding, and so do we."""
+    # A second accepted spelling of a token defeats anything keyed on the
+    # token string (the verified-token cache, replay and revocation lists):
+    # the strict decoder is what keeps one token one string.
     token, group = padded_variants()[name]
     secret = base64.urlsafe_b64decode(group["private"]["k"] + "=")
 

@@ -360,15 +360,17 @@ class Guard:
                 scope=requirement.scopes,
             )
 
-        if requirement.acr is not None and principal.acr != requirement.acr:
+        unmet = [acr for acr in requirement.acrs if not self._acr_meets(principal.acr, acr)]
+        if unmet:
+            wanted = " ".join(sorted(unmet, key=self._acr_rank, reverse=True))
             return Decision(
                 Outcome.CHALLENGE,
                 401,
                 (reasons.ACR_TOO_LOW,),
                 error="insufficient_user_authentication",
-                description=f"Authenticate again at level {requirement.acr}.",
+                description=f"Authenticate again at level {wanted}.",
                 principal=principal,
-                acr_values=requirement.acr,
+                acr_values=wanted,
             )
 
         if requirement.max_age is not None:
@@ -385,6 +387,17 @@ class Guard:
                 )
 
         return Decision.allow(principal, reasons.ALLOWED)
+
+    def _acr_rank(self, acr: str | None) -> int:
+        levels = self.settings.acr_levels
+        return levels.index(acr) if acr in levels else -1
+
+    def _acr_meets(self, presented: str | None, required: str) -> bool:
+        """Equal, or ranked at least as high in ``acr_levels``."""
+        if presented == required:
+            return True
+        rank = self._acr_rank(required)
+        return rank >= 0 and self._acr_rank(presented) >= rank
 
     # -- failures ----------------------------------------------------------------
 

@@ -298,6 +298,10 @@ class JWKSSource:
                 if len(body) > self._max_bytes:
                     raise ValueError("JWKS response larger than jwks_max_bytes")
                 keys = KeySet.from_jwks(json.loads(body), self._allowed)
+                if not len(keys):
+                    # An identity provider's hiccup must not become an
+                    # outage: an empty set never replaces a good one.
+                    raise ValueError("JWKS holds no usable key")
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old set
                 logger.error(
                     "JWKS fetch from %s failed (%s); keeping the last good set",

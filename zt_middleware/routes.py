@@ -38,10 +38,22 @@ class Requirement:
 
     scopes: frozenset[str] = frozenset()
     public: bool = False
-    acr: str | None = None
+    # Every named acr must be met (a string names one); merging two routes'
+    # requirements keeps both, never the first alone.
+    acr: str | frozenset[str] | None = None
     max_age: int | None = None
     # Each token may reach this route once (step-up and similar flows).
     one_time: bool = False
+
+    def __post_init__(self) -> None:
+        if self.acr is None or isinstance(self.acr, str):
+            acrs = frozenset() if self.acr is None else frozenset({self.acr})
+            object.__setattr__(self, "acr", acrs)
+
+    @property
+    def acrs(self) -> frozenset[str]:
+        """The acr values this route needs, all of them."""
+        return self.acr if isinstance(self.acr, frozenset) else frozenset()
 
     def merge(self, other: Requirement) -> Requirement:
         """The stricter of two requirements: public only if both are."""
@@ -53,7 +65,7 @@ class Requirement:
         max_ages = [age for age in (self.max_age, other.max_age) if age is not None]
         return Requirement(
             scopes=self.scopes | other.scopes,
-            acr=self.acr or other.acr,
+            acr=self.acrs | other.acrs,
             max_age=min(max_ages) if max_ages else None,
             one_time=self.one_time or other.one_time,
         )

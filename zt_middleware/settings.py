@@ -96,6 +96,9 @@ class Settings:
     jwks_stale_for: int = 3600
     # Verified tokens kept (keyed by the exact token, until exp); 0 disables.
     verified_cache_size: int = 4096
+    # acr values from weakest to strongest: a stronger one meets a route's
+    # need for a weaker. Without it, acr values must match exactly.
+    acr_levels: tuple[str, ...] = ()
     # Shared state: "memory://" (one process), "sqlite:///path/to/file"
     # (one host, several workers) or "redis://host:port/db" (many hosts).
     store: str = "memory://"
@@ -440,6 +443,7 @@ _VALIDATORS: dict[str, Any] = {
     "jwks_max_bytes": _integer(1024),
     "jwks_stale_for": _integer(0),
     "verified_cache_size": _integer(0),
+    "acr_levels": _string_list,
     "store": _store_url,
     "device_headers": _header_names,
     "history_ttl": _integer(60),
