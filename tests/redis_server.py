@@ -22,13 +22,13 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 
 
-def require_redis_server() -> str:
-    """The redis-server executable, or skip (locally) / fail (in CI)."""
-    found = shutil.which("redis-server")
+def require_redis_server(program: str = "redis-server") -> str:
+    """The executable's path, or skip (locally) / fail (in CI, loudly)."""
+    found = shutil.which(program)
     if found is not None:
         return found
 
-    reason = "redis-server is not installed (apt-get install -y redis-server)"
+    reason = f"{program} is not installed (apt-get install -y redis-server)"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; .ci/run must install it", pytrace=False)
     pytest.skip(reason)
@@ -91,7 +91,9 @@ class RedisServer:
         argv += self.extra
 
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(  # noqa: S603 - our own arguments
+                argv, stdout=log, stderr=subprocess.STDOUT
+            )
         self._wait_until_ready()
         return self
 
@@ -165,20 +167,25 @@ def running_cluster(data_dir: Path, nodes: int = 3) -> Iterator[list[RedisServer
             data_dir / f"node-{index}",
             # The bus port is chosen too: the default, port + 10000, may be
             # taken or past 65535.
-            extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                   "--cluster-node-timeout", "5000", "--cluster-port", str(free_port())),
-        )  # fmt: skip
+            extra=(
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-node-timeout", "5000", "--cluster-port", str(free_port())),
+            ),
+        )
         for index in range(nodes)
     ]
     try:
         for server in servers:
             server.start()
-        create = subprocess.run(
-            ["redis-cli", "--cluster", "create",
-             *(f"{HOST}:{server.port}" for server in servers),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, timeout=30, check=False,
-        )  # fmt: skip
+        addresses = [f"{HOST}:{server.port}" for server in servers]
+        cli = require_redis_server("redis-cli")
+        options = ["--cluster-replicas", "0", "--cluster-yes"]
+        create = subprocess.run(  # noqa: S603 - our own arguments
+            [cli, "--cluster", "create", *addresses, *options],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         if create.returncode != 0:
             raise RuntimeError(create.stdout.decode(errors="replace")[-2000:])
         _wait_for_cluster(servers)
@@ -191,7 +198,9 @@ def running_cluster(data_dir: Path, nodes: int = 3) -> Iterator[list[RedisServer
 def _wait_for_cluster(servers: list[RedisServer]) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if all(b"cluster_state:ok" in command(s.port, "CLUSTER", "INFO") for s in servers):
+        if all(
+            b"cluster_state:ok" in command(s.port, "CLUSTER", "INFO") for s in servers
+        ):
             return
         time.sleep(0.05)
     raise RuntimeError("the cluster did not reach cluster_state:ok")

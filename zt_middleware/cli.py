@@ -3,6 +3,7 @@
     zt keys generate [--alg RS256] [--kid K] [--out DIR]
     zt token issue --key PEM --kid K --iss URL --aud AUD --sub SUB [--scope S ...] [--ttl N]
     zt token inspect TOKEN|- [--settings FILE.toml]
+    zt revoke (--jti J | --sid S | --sub U | --svc N | --list) --store URL
     zt demo [--serve]
 """
 

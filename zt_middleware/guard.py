@@ -408,7 +408,7 @@ class Guard:
             )
 
         if isinstance(exc, UnavailableError):
-            logger.error("cannot decide: %s (%s)", exc.reason, type(exc).__name__)
+            logger.error("cannot decide: %s: %s", exc.reason, exc.description)
             return Decision(
                 Outcome.DENY,
                 503,

@@ -57,9 +57,16 @@ def _setting(settings: Settings | None, name: str) -> Any:
 def describe(revocation: Revocation) -> str:
     """``kind, value, revoked at, expires at``: tab-separated, times in UTC."""
     # The value came from an operator or a token: no control characters.
-    value = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in revocation.value)
+    value = "".join(
+        ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in revocation.value
+    )
     return "\t".join(
-        (revocation.kind, value, _utc(revocation.revoked_at), _utc(revocation.expires_at))
+        (
+            revocation.kind,
+            value,
+            _utc(revocation.revoked_at),
+            _utc(revocation.expires_at),
+        )
     )
 
 

@@ -100,7 +100,8 @@ class Settings:
     # need for a weaker. Without it, acr values must match exactly.
     acr_levels: tuple[str, ...] = ()
     # Shared state: "memory://" (one process), "sqlite:///path/to/file"
-    # (one host, several workers) or "redis://host:port/db" (many hosts).
+    # (one host, several workers) or "redis://host:port/db", "rediss://..."
+    # or "redis+sentinel://host:port/service/db" (many hosts).
     store: str = "memory://"
     # Request headers whose values make the device fingerprint.
     device_headers: tuple[str, ...] = ("user-agent",)
@@ -402,7 +403,8 @@ def _store_url(name: str, value: Any) -> str:
     url = _string(name, value)
     if urlsplit(url).scheme not in ("memory", "sqlite", "redis", "rediss", "redis+sentinel"):
         raise ConfigurationError(
-            f"{name}: expected memory://, sqlite:///path, redis:// or rediss://, "
+            f"{name}: expected memory://, sqlite:///path, redis://, rediss:// "
+            "or redis+sentinel://, "
             f"got scheme {urlsplit(url).scheme!r}"
         )
     return url

@@ -15,6 +15,7 @@ issued before it has expired, history for ``history_ttl``.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -97,10 +98,12 @@ class Store(ABC):
         """Record ``update``; False when its ``once_key`` was already used."""
 
     async def aread(self, keys: StateKeys) -> StateRead:
-        return self.read(keys)
+        # A store that does I/O and has no async client of its own must not
+        # block the event loop: by default the sync call runs in a thread.
+        return await asyncio.to_thread(self.read, keys)
 
     async def awrite(self, update: StateWrite) -> bool:
-        return self.write(update)
+        return await asyncio.to_thread(self.write, update)
 
     @abstractmethod
     def revoke(self, kind: str, value: str, *, now: float, ttl: int) -> Revocation:

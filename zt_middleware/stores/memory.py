@@ -56,6 +56,12 @@ class MemoryStore(Store):
                 subject_networks=_alive(self._networks.get(keys.subject), now),
             )
 
+    async def aread(self, keys: StateKeys) -> StateRead:
+        return self.read(keys)  # no I/O: nothing to wait for
+
+    async def awrite(self, update: StateWrite) -> bool:
+        return self.write(update)
+
     def write(self, update: StateWrite) -> bool:
         now = self._clock()
         with self._lock:

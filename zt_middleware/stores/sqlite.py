@@ -2,7 +2,8 @@
 
 The file is in WAL mode, so readers never wait for the writer, and every
 write transaction starts with ``BEGIN IMMEDIATE``, so two writers queue on
-the lock (for up to ``timeout`` seconds) instead of failing half-way. A read
+the lock (SQLite's busy timeout, ``timeout`` seconds) instead of failing
+half-way, as a deferred transaction upgraded to a writer can. A read
 is one ``SELECT``; a write is one short transaction, whose one-time claim is
 an upsert that only takes an expired row: whichever process commits first
 wins, the others see no row changed.
@@ -146,8 +147,12 @@ class SQLiteStore(Store):
         self._connections: list[sqlite3.Connection] = []
 
         # Open now, so that a wrong path fails at start-up, not per request.
-        with self._errors("open"):
-            self._create_schema(self.connection())
+        try:
+            with self._errors("open"):
+                self._create_schema(self.connection())
+        except StoreUnavailable:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -185,14 +190,12 @@ class SQLiteStore(Store):
                     return False
 
             if update.session_id is not None:
-                db.execute(
-                    _SESSION,
-                    (update.session_id, update.device, update.network,
-                     update.seen_at, expires),
-                )  # fmt: skip
+                session = (update.session_id, update.device, update.network)
+                db.execute(_SESSION, (*session, update.seen_at, expires))
             if history:
                 rows = ", ".join(["(?, ?, ?, ?)"] * len(history))
-                db.execute(_HISTORY.format(rows=rows), [v for row in history for v in row])
+                values = [value for row in history for value in row]
+                db.execute(_HISTORY.format(rows=rows), values)
             if next(self._writes) % self._purge_every == 0:
                 for statement in _PURGE:
                     db.execute(statement, (now, _PURGE_BATCH))
@@ -226,11 +229,15 @@ class SQLiteStore(Store):
 
     def revocations(self, *, now: float) -> list[Revocation]:
         with self._errors("list revocations"):
-            rows = self.connection().execute(
-                "SELECT kind, value, revoked_at, expires_at FROM zt_revocations "
-                "WHERE expires_at > ? ORDER BY revoked_at, kind, value",
-                (now,),
-            ).fetchall()
+            rows = (
+                self.connection()
+                .execute(
+                    "SELECT kind, value, revoked_at, expires_at FROM zt_revocations "
+                    "WHERE expires_at > ? ORDER BY revoked_at, kind, value",
+                    (now,),
+                )
+                .fetchall()
+            )
 
         return [Revocation(*row) for row in rows]
 
@@ -253,9 +260,11 @@ class SQLiteStore(Store):
         # BEGIN IMMEDIATE itself. check_same_thread is off only so that
         # close() may close every thread's connection.
         connection = sqlite3.connect(
-            self.path, timeout=self._timeout, isolation_level=None,
+            self.path,
+            timeout=self._timeout,
+            isolation_level=None,
             check_same_thread=False,
-        )  # fmt: skip
+        )
         connection.execute("PRAGMA synchronous = NORMAL")
         self._local.connection = connection
         self._local.pid = os.getpid()

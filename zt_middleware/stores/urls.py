@@ -70,6 +70,8 @@ def _sqlite(parts: SplitResult) -> Store:
 def _redis(url: str, parts: SplitResult) -> Store:
     import redis
     import redis.asyncio
+    import redis.asyncio.retry
+    import redis.retry
 
     from .redis import RedisStore
 
@@ -111,7 +113,10 @@ def _sentinel(parts: SplitResult) -> Store:
     service = unquote(path[0])
     db = _database(path[1] if len(path) == 2 else "0")
 
-    credentials = {"username": unquote(username) or None, "password": unquote(password) or None}
+    credentials: dict[str, Any] = {
+        "username": unquote(username) or None,
+        "password": unquote(password) or None,
+    }
     timeouts = _options(None)
     clients = []
     for sentinel_class, retry in (
@@ -152,7 +157,9 @@ def _host_port(netloc: str, default_port: int) -> tuple[str, int]:
     if not port:
         return host, default_port
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigurationError(f"store: the port of {host} is not a number from 1 to 65535")
+        raise ConfigurationError(
+            f"store: the port of {host} is not a number from 1 to 65535"
+        )
 
     return host, int(port)
 
