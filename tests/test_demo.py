@@ -36,6 +36,7 @@ KEY_REASONS = (
     "wrong_audience",
     "scope_missing",
     "route_unannotated",
+    "session_revoked",
 )
 
 

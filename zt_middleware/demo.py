@@ -407,6 +407,45 @@ def all_sections(tokens: Tokens) -> list[Section]:
     return sections
 
 
+def revocation_section(
+    tokens: Tokens, ports: Mapping[str, int], repo: Path, store: str
+) -> tuple[str, list[Result]]:
+    """One session on all three services, revoked half-way with ``zt revoke``.
+
+    The revocation goes through the real command line into the store the
+    services share; the very next request on each service is refused.
+    """
+    session = "demo-" + secrets.token_hex(4)
+    steps = {}
+    for service in SERVICES:
+        token = tokens.issuer.issue(
+            "alice", service.name, scopes=[service.scope("read")], session_id=session
+        )
+        steps[service.name] = (service.read_path, token)
+
+    def run_all(status: int, why: str, what: str) -> list[Result]:
+        return [
+            run_step(Step(name, what, "GET", path, token, status, why), ports)
+            for name, (path, token) in steps.items()
+        ]
+
+    before = run_all(200, reasons.ALLOWED, f"session {session}")
+    revoke = subprocess.run(  # noqa: S603 - our interpreter, our module
+        [sys.executable, "-m", "zt_middleware.cli", "revoke", "--sid", session,
+         "--store", store],
+        cwd=repo,
+        capture_output=True,
+        timeout=SETUP_TIMEOUT,
+        check=False,
+    )
+    if revoke.returncode != 0:
+        raise DemoError(f"zt revoke failed: {revoke.stderr.decode(errors='replace')}")
+    after = run_all(401, reasons.SESSION_REVOKED, "same, after revoke")
+
+    title = f"zt revoke --sid {session} half-way: the next request everywhere"
+    return title, before + after
+
+
 # -- HTTP ------------------------------------------------------------------
 
 
@@ -492,7 +531,12 @@ def _environment(repo: Path, tmp: Path, settings: Mapping[str, Any]) -> dict[str
 
 
 def start_service(
-    stack: contextlib.ExitStack, service: Service, repo: Path, tmp: Path, issuer: str
+    stack: contextlib.ExitStack,
+    service: Service,
+    repo: Path,
+    tmp: Path,
+    issuer: str,
+    store: str,
 ) -> Running:
     """Run the service's setup commands, then start it on a free port.
 
@@ -502,6 +546,7 @@ def start_service(
         "issuer": issuer,
         "audience": service.name,
         "jwks_url": issuer + JWKS_PATH,
+        "store": store,
     }
     env = _environment(repo, tmp, settings)
     log = tmp / f"{service.name}.err.log"
@@ -753,8 +798,13 @@ def _run(stack: contextlib.ExitStack, repo: Path, serve: bool) -> int:
     stack.callback(provider.stop)
     provider.start()
 
+    # One SQLite file holds revocations and history for all three services,
+    # as it would for the workers of one host.
+    store = f"sqlite:///{tmp / 'zt-state.sqlite3'}"
     started = time.monotonic()
-    running = [start_service(stack, s, repo, tmp, provider.url) for s in SERVICES]
+    running = [
+        start_service(stack, s, repo, tmp, provider.url, store) for s in SERVICES
+    ]
     for service_run in running:
         wait_until_ready(service_run)
 
@@ -771,6 +821,7 @@ def _run(stack: contextlib.ExitStack, repo: Path, serve: bool) -> int:
         (title, [run_step(step, ports) for step in steps])
         for title, steps in all_sections(tokens)
     ]
+    sections.append(revocation_section(tokens, ports, repo, store))
     print_table(sections)
 
     results = [result for _, group in sections for result in group]

@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import reasons
 from .errors import ConfigurationError, InvalidToken
 from .jws import parse_compact, parse_json_object, verify_signature
 from .keys import KeySet
@@ -54,13 +55,17 @@ __all__ = [
     "MISSING",
     "OK",
     "OUTDATED",
+    "POSTURE_ERROR",
     "POSTURE_INVALID",
     "POSTURE_MISSING",
     "POSTURE_OUTDATED",
+    "POSTURE_TOO_OLD",
     "POSTURE_UNKNOWN_OS",
     "UNKNOWN_OS",
+    "VERSION_UNPARSEABLE",
     "PostureResult",
     "PostureVerifier",
+    "parse_patch_level",
     "parse_version",
 ]
 
@@ -79,23 +84,16 @@ POSTURE_MISSING = "posture_missing"
 POSTURE_INVALID = "posture_invalid"
 POSTURE_UNKNOWN_OS = "posture_unknown_os"
 
-# Why a token was invalid, beside the token reasons from jws.
-_CLAIM_MISSING = "claim_missing"
-_CLAIM_INVALID = "claim_invalid"
-_MALFORMED_CLAIMS = "malformed_claims"
-_UNKNOWN_KEY = "unknown_kid"
-_WRONG_ISSUER = "wrong_issuer"
-_TOKEN_EXPIRED = "token_expired"
-_TOKEN_NOT_YET_VALID = "token_not_yet_valid"
-_ISSUED_IN_FUTURE = "issued_in_future"
-_POSTURE_TOO_OLD = "posture_too_old"
-_VERSION_UNPARSEABLE = "version_unparseable"
-_UNEXPECTED = "unexpected_error"
+# Details of an invalid posture, beside the token reasons in reasons.py.
+POSTURE_TOO_OLD = "posture_too_old"
+VERSION_UNPARSEABLE = "version_unparseable"
+POSTURE_ERROR = "posture_error"
 
 _MAX_CLAIM_CHARS = 64
 # Numbers, then nothing or anything that is not another digit or dot:
 # "14.4.1 (23E224)" is 14.4.1, "14..4" and "14.4." are not versions.
 _VERSION = re.compile(r"v?(\d{1,9}(?:\.\d{1,9}){0,7})(?![\d.])")
+_PLAIN_VERSION = re.compile(r"\d{1,9}(?:\.\d{1,9}){0,7}")
 _PATCH_LEVEL = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
 
 
@@ -129,26 +127,33 @@ def _invalid(detail: str) -> PostureResult:
 
 
 def parse_version(text: object) -> tuple[int, ...] | None:
-    """``"14.4.1 (23E224)"`` → ``(14, 4, 1)``; ``"2026-10"`` → ``(2026, 10)``.
+    """``"14.4.1 (23E224)"`` → ``(14, 4, 1)``; None if it is not a version.
 
-    None when the text is neither a dotted version nor a patch level date.
+    The leading dotted numbers count; a suffix after them is ignored.
     """
     if not isinstance(text, str) or len(text) > _MAX_CLAIM_CHARS:
         return None
-    text = text.strip()
 
-    date = _PATCH_LEVEL.fullmatch(text)
-    if date:
-        year, month, day = (int(part) if part else 0 for part in date.groups())
-        if not 1 <= month <= 12 or day > 31:
-            return None
-        return (year, month, day) if date.group(3) else (year, month)
-
-    version = _VERSION.match(text)
+    version = _VERSION.match(text.strip())
     if version is None:
         return None
 
     return tuple(int(part) for part in version.group(1).split("."))
+
+
+def parse_patch_level(text: object) -> tuple[int, ...] | None:
+    """``"2026-10-05"`` → ``(2026, 10, 5)``, ``"2026-10"`` → ``(2026, 10)``."""
+    if not isinstance(text, str) or len(text) > _MAX_CLAIM_CHARS:
+        return None
+
+    date = _PATCH_LEVEL.fullmatch(text.strip())
+    if date is None:
+        return None
+    year, month, day = (int(part) if part else 0 for part in date.groups())
+    if not 1 <= month <= 12 or day > 31 or (date.group(3) and day < 1):
+        return None
+
+    return (year, month, day) if date.group(3) else (year, month)
 
 
 def _at_least(version: tuple[int, ...], minimum: tuple[int, ...]) -> bool:
@@ -220,17 +225,18 @@ class PostureVerifier:
         if token is None or (isinstance(token, str) and not token.strip()):
             return _MISSING_RESULT
         if not isinstance(token, str):
-            return _invalid(_CLAIM_INVALID)
+            return _invalid(reasons.CLAIM_INVALID)
 
         try:
             claims = self._verified_claims(token.strip())
             device_os, facts = _device(claims)
         except InvalidToken as exc:
             return _invalid(exc.reason)
-        except Exception as exc:  # noqa: BLE001 - odd input must not escape
-            # The type only: the message could quote the token.
+        except Exception as exc:
+            # Odd input must not escape as an exception. Log the type only:
+            # the message could quote the token.
             logger.error("posture check failed unexpectedly (%s)", type(exc).__name__)
-            return _invalid(_UNEXPECTED)
+            return _invalid(POSTURE_ERROR)
 
         return self._judge(device_os, facts)
 
@@ -239,13 +245,19 @@ class PostureVerifier:
 
         key = self.keys.find(jws.kid)
         if key is None:
-            raise InvalidToken("unknown posture key", reason=_UNKNOWN_KEY)
+            raise InvalidToken(
+                "the posture claim was signed by an unknown key",
+                reason=reasons.UNKNOWN_KEY,
+            )
         verify_signature(jws, key)
 
         try:
             claims = parse_json_object(jws.payload)
         except (ValueError, UnicodeDecodeError):
-            raise InvalidToken("claims", reason=_MALFORMED_CLAIMS) from None
+            raise InvalidToken(
+                "the posture claims are not a JSON object",
+                reason=reasons.MALFORMED_CLAIMS,
+            ) from None
         self._check_claims(claims)
 
         return claims
@@ -253,25 +265,40 @@ class PostureVerifier:
     def _check_claims(self, claims: dict[str, Any]) -> None:
         for name in ("iss", "iat", "exp"):
             if name not in claims:
-                raise InvalidToken(name, reason=_CLAIM_MISSING)
+                raise InvalidToken(
+                    f"the posture claim has no {name}", reason=reasons.CLAIM_MISSING
+                )
 
         if claims["iss"] != self.issuer:
-            raise InvalidToken("iss", reason=_WRONG_ISSUER)
+            raise InvalidToken(
+                "the posture claim was issued by someone else",
+                reason=reasons.WRONG_ISSUER,
+            )
 
         now, leeway = self.clock(), self.leeway
         if now >= _number(claims, "exp") + leeway:
-            raise InvalidToken("exp", reason=_TOKEN_EXPIRED)
+            raise InvalidToken(
+                "the posture claim has expired", reason=reasons.TOKEN_EXPIRED
+            )
 
         issued_at = _number(claims, "iat")
         if issued_at > now + leeway:
-            raise InvalidToken("iat", reason=_ISSUED_IN_FUTURE)
-        # A device that was patched once and then left alone keeps its old
-        # claim fresh only as long as max_age allows.
+            raise InvalidToken(
+                "the posture claim is issued in the future",
+                reason=reasons.ISSUED_IN_FUTURE,
+            )
+        # However long the MDM lets its claims live, a device's state is
+        # believed for max_age at most after it was last assessed.
         if now - issued_at > self.max_age + leeway:
-            raise InvalidToken("iat", reason=_POSTURE_TOO_OLD)
+            raise InvalidToken(
+                "the posture claim is older than max_age", reason=POSTURE_TOO_OLD
+            )
 
         if "nbf" in claims and _number(claims, "nbf") > now + leeway:
-            raise InvalidToken("nbf", reason=_TOKEN_NOT_YET_VALID)
+            raise InvalidToken(
+                "the posture claim is not valid yet",
+                reason=reasons.TOKEN_NOT_YET_VALID,
+            )
 
     def _judge(self, device_os: str, facts: Mapping[str, str]) -> PostureResult:
         minimum = self._minimums.get(device_os)
@@ -284,9 +311,10 @@ class PostureVerifier:
             )
 
         shown = facts.get(minimum.claim)
-        version = parse_version(shown)
+        parse = parse_patch_level if minimum.claim == "patch_level" else parse_version
+        version = parse(shown)
         if version is None:
-            detail = _CLAIM_MISSING if shown is None else _VERSION_UNPARSEABLE
+            detail = reasons.CLAIM_MISSING if shown is None else VERSION_UNPARSEABLE
             return PostureResult(
                 INVALID, os=device_os, reason=POSTURE_INVALID, detail=detail
             )
@@ -307,9 +335,10 @@ def _minimums(minimums: Mapping[str, str]) -> dict[str, _Minimum]:
     for name, text in minimums.items():
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError("posture minimums: expected OS names as keys")
-        value = parse_version(text)
-        is_date = isinstance(text, str) and _PATCH_LEVEL.fullmatch(text.strip())
-        if value is None or (not is_date and text.strip() != ".".join(map(str, value))):
+        plain = isinstance(text, str) and _PLAIN_VERSION.fullmatch(text.strip())
+        date = parse_patch_level(text)
+        value = date or (parse_version(text) if plain else None)
+        if value is None:
             raise ConfigurationError(
                 f"posture minimums[{name!r}]: expected a dotted version such as "
                 f"'14.4.1' or a patch level such as '2026-10', got {text!r}"
@@ -317,7 +346,7 @@ def _minimums(minimums: Mapping[str, str]) -> dict[str, _Minimum]:
         key = name.strip().lower()
         if key in result:
             raise ConfigurationError(f"posture minimums: {key!r} is given twice")
-        result[key] = _Minimum(value, "patch_level" if is_date else "os_version")
+        result[key] = _Minimum(value, "patch_level" if date else "os_version")
 
     return result
 
@@ -326,13 +355,17 @@ def _device(claims: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
     """The OS name (lower-cased) and the version facts the claims state."""
     source = claims.get("device", claims)
     if not isinstance(source, Mapping):
-        raise InvalidToken("device", reason=_CLAIM_INVALID)
+        raise InvalidToken(
+            "the posture device claim is not an object", reason=reasons.CLAIM_INVALID
+        )
 
     device_os = source.get("os")
     if device_os is None:
-        raise InvalidToken("os", reason=_CLAIM_MISSING)
+        raise InvalidToken(
+            "the posture claim names no os", reason=reasons.CLAIM_MISSING
+        )
     if not _short_string(device_os) or not device_os.strip():
-        raise InvalidToken("os", reason=_CLAIM_INVALID)
+        raise InvalidToken("the posture os is not a name", reason=reasons.CLAIM_INVALID)
 
     facts: dict[str, str] = {}
     for name in ("os_version", "patch_level"):
@@ -340,7 +373,10 @@ def _device(claims: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
         if value is None:
             continue
         if not _short_string(value):
-            raise InvalidToken(name, reason=_CLAIM_INVALID)
+            raise InvalidToken(
+                f"the posture {name} is not a short string",
+                reason=reasons.CLAIM_INVALID,
+            )
         facts[name] = value.strip()
 
     return device_os.strip().lower(), facts
@@ -358,4 +394,6 @@ def _number(claims: Mapping[str, Any], name: str) -> float:
             return float(value)
     except OverflowError:  # an integer too large for a float
         pass
-    raise InvalidToken(name, reason=_CLAIM_INVALID)
+    raise InvalidToken(
+        f"the posture {name} claim is not a number", reason=reasons.CLAIM_INVALID
+    )
