@@ -152,8 +152,90 @@ def test_cors_preflight_passes_only_when_real(client: TestClient) -> None:
     )
     bare_options = client.options("/api/orders")
 
-    assert preflight.status_code != 401  # reached the app (which has no CORS)
+    assert preflight.status_code == 204  # answered by the guard itself
+    assert preflight.content == b""
     assert bare_options.status_code == 401
+
+
+def test_preflight_never_runs_a_view_that_accepts_options() -> None:
+    app = FastAPI()
+    app.add_middleware(ZeroTrustMiddleware, settings=zt_settings())
+
+    @app.api_route("/api/secret", methods=["GET", "OPTIONS"])
+    @requires("orders:read")
+    async def secret() -> dict[str, str]:
+        return {"body": "protected"}
+
+    response = TestClient(app).options(
+        "/api/secret", headers={"Origin": "https://x.test", "Access-Control-Request-Method": "GET"}
+    )
+
+    assert response.status_code == 204
+    assert "protected" not in response.text
+
+
+def test_control_character_in_path_is_refused_before_routing() -> None:
+    app = FastAPI()
+    app.add_middleware(
+        ZeroTrustMiddleware,
+        settings=zt_settings(
+            routes=[{"path": "/pages/{slug}", "public": True},
+                    {"path": "/pages/admin", "scopes": ["admin"]}]
+        ),
+    )
+
+    @app.get("/pages/admin")
+    async def pages_admin() -> dict[str, str]:
+        return {"body": "protected"}
+
+    client = TestClient(app)
+
+    response = client.get("/pages/admin%0a")
+    assert response.status_code == 400
+    assert response.json()["reason"] == "malformed_path"
+    assert client.get("/pages/admin").status_code == 401
+
+
+def test_websocket_in_included_router_keeps_its_own_mark() -> None:
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/live")
+    @public
+    async def page() -> dict[str, str]:
+        return {"page": "public"}
+
+    @router.websocket("/live")
+    @requires("live:read")
+    async def live(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("protected")
+        await websocket.close()
+
+    app = FastAPI()
+    app.include_router(router, prefix="/v1")
+    app.add_middleware(ZeroTrustMiddleware, settings=zt_settings())
+    client = TestClient(app)
+
+    assert client.get("/v1/live").json() == {"page": "public"}
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - transport-specific
+        with client.websocket_connect("/v1/live") as websocket:
+            websocket.receive_text()
+    assert getattr(refused.value, "status_code", None) == 401
+    with client.websocket_connect("/v1/live", headers=bearer("live:read")) as websocket:
+        assert websocket.receive_text() == "protected"
+
+
+def test_wrapping_the_app_directly_still_sees_annotations() -> None:
+    inner = fastapi_app()
+    inner.user_middleware.clear()
+    inner.middleware_stack = None
+    wrapped = ZeroTrustMiddleware(inner, settings=zt_settings())
+    client = TestClient(wrapped)
+
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api/orders").status_code == 401
 
 
 def test_websocket_without_token_is_refused_before_accept(client: TestClient) -> None:

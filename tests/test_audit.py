@@ -74,10 +74,27 @@ def test_event_names_the_request_the_principal_and_the_reasons(
         "subject": "alice",
         "session_id": "s-1",
         "token_id": "j-1",
-        "score": 0.0,
+        "score": 0,
+        "signals": (),
     }
     message = json.loads(record.getMessage().removeprefix("zt decision "))
-    assert message == {**event, "reasons": ["allowed"]}
+    assert message == {**event, "reasons": ["allowed"], "signals": []}
+
+
+def test_event_carries_each_risk_signal_with_its_weight(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    signals = (("new_device", 20), ("impossible_travel", 70))
+    decision = Decision(
+        Outcome.CHALLENGE, 401, (reasons.STEP_UP_REQUIRED,), score=90, signals=signals
+    )
+
+    AuditLog().record(ctx(), decision)
+
+    [record] = events(caplog)
+    assert record.zt_event["score"] == 90  # type: ignore[attr-defined]
+    assert record.zt_event["signals"] == signals  # type: ignore[attr-defined]
 
 
 def test_refusal_without_a_principal_names_no_subject(

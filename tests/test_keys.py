@@ -546,7 +546,7 @@ def test_jwks_response_over_max_bytes_is_refused(
     assert source.current() is None
 
 
-def test_default_opener_reads_at_most_max_bytes_plus_one(monkeypatch) -> None:
+def test_default_opener_stops_reading_past_max_bytes(monkeypatch) -> None:
     import urllib.request
 
     from zt_middleware import keys as keys_module
@@ -554,19 +554,40 @@ def test_default_opener_reads_at_most_max_bytes_plus_one(monkeypatch) -> None:
     asked: list[int] = []
 
     class Response(io.BytesIO):
-        def read(self, size: int = -1) -> bytes:
+        def read1(self, size: int = -1) -> bytes:
             asked.append(size)
-            return super().read(size)
+            return super().read1(size)
 
     def fake_urlopen(request: Any, timeout: float) -> Response:
         assert timeout == 3.0
-        return Response(b"x" * 10_000)
+        return Response(b"x" * 1_000_000)
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
 
     with pytest.raises(ValueError, match="jwks_max_bytes"):
         keys_module._open_url(URL, 3.0, 1024)
-    assert asked == [1025]
+    assert len(asked) == 1  # one chunk was enough to know it is too large
+
+
+def test_default_opener_deadline_covers_the_whole_fetch(monkeypatch) -> None:
+    """A server trickling one byte a second is cut off at jwks_timeout."""
+    import urllib.request
+
+    from zt_middleware import keys as keys_module
+
+    now = [0.0]
+
+    class Trickle(io.BytesIO):
+        def read1(self, size: int = -1) -> bytes:
+            now[0] += 1.0
+            return b"x"
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: Trickle())
+    monkeypatch.setattr(keys_module.time, "monotonic", lambda: now[0])
+
+    with pytest.raises(TimeoutError):
+        keys_module._open_url(URL, 3.0, 1024)
+    assert now[0] <= 5.0
 
 
 def test_new_kid_in_the_jwks_bumps_the_generation(

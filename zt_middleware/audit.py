@@ -35,7 +35,8 @@ class AuditEvent:
     subject: str | None
     session_id: str | None
     token_id: str | None
-    score: float
+    score: int
+    signals: tuple[tuple[str, int], ...]
 
     def as_json(self) -> str:
         # json.dumps escapes control characters, so attacker-written paths
@@ -67,6 +68,7 @@ class AuditLog:
             session_id=principal.session_id if principal else None,
             token_id=principal.token_id if principal else None,
             score=decision.score,
+            signals=decision.signals,
         )
         self.logger.log(level, "zt decision %s", event.as_json(), extra={"zt_event": asdict(event)})
 

@@ -21,6 +21,8 @@ from .errors import ConfigurationError, ZeroTrustError
 from .issuer import MAX_LIFETIME, Issuer, SigningKey, generate_key
 from .jws import b64url_decode, parse_json_object
 
+from jwt.exceptions import PyJWTError
+
 __all__ = ["main"]
 
 
@@ -55,9 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     issue = token.add_parser("issue", help="sign a development token")
     issue.add_argument("--key", required=True, help="private key PEM file")
     issue.add_argument("--kid", required=True)
-    issue.add_argument("--alg", default=None)
+    issue.add_argument("--alg", default=None, choices=["RS256", "PS256", "ES256", "EdDSA"])
     issue.add_argument("--iss", required=True)
-    issue.add_argument("--aud", required=True)
+    issue.add_argument("--aud", required=True, action="append", help="repeatable")
     issue.add_argument("--sub", required=True)
     issue.add_argument("--scope", action="append", default=[])
     issue.add_argument("--ttl", type=int, default=300, help=f"seconds, at most {MAX_LIFETIME}")
@@ -96,7 +98,12 @@ def _keys_generate(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     private = out / f"{key.kid}.private.pem"
-    private.touch(mode=0o600, exist_ok=False)
+    try:
+        private.touch(mode=0o600, exist_ok=False)
+    except FileExistsError:
+        raise ConfigurationError(
+            f"--kid: {private} exists already; choose another kid or --out"
+        ) from None
     private.write_bytes(key.private_pem())
     (out / f"{key.kid}.public.pem").write_bytes(key.public_pem())
     (out / f"{key.kid}.jwks.json").write_text(json.dumps(key.jwks(), indent=2) + "\n")
@@ -111,11 +118,21 @@ def _token_issue(args: argparse.Namespace) -> int:
         pem = Path(args.key).read_bytes()
     except OSError as exc:
         raise ConfigurationError(f"--key: cannot read {args.key!r}") from exc
-    key = SigningKey.from_pem(pem, args.kid, args.alg)
-    scopes = [s for value in args.scope for s in value.split()]
+    try:
+        key = SigningKey.from_pem(pem, args.kid, args.alg)
+        scopes = [s for value in args.scope for s in value.split()]
+        audience = args.aud[0] if len(args.aud) == 1 else args.aud
+        token = Issuer(key, args.iss).issue(
+            args.sub, audience, scopes=scopes, lifetime=args.ttl
+        )
+    except (ValueError, TypeError, PyJWTError) as exc:
+        # Messages of key loaders may quote key material: only the type.
+        raise ConfigurationError(
+            f"--key/--alg: cannot sign with this key ({type(exc).__name__}); "
+            "give a private key PEM and an algorithm that fits it"
+        ) from None
 
-    issuer = Issuer(key, args.iss)
-    print(issuer.issue(args.sub, args.aud, scopes=scopes, lifetime=args.ttl))
+    print(token)
     return 0
 
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from .routes import Requirement
 
-__all__ = ["RequestContext", "client_address", "request_id"]
+__all__ = ["RequestContext", "client_address", "cookie_value", "request_id"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -28,7 +28,8 @@ class RequestContext:
 
     method: str
     path: str
-    headers: Mapping[str, str] = field(default_factory=dict)
+    # Out of the repr: the Authorization header and cookies are credentials.
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     client: str | None = None
     requirement: Requirement | None = None
     route: str | None = None
@@ -79,3 +80,26 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[s
             break
 
     return client
+
+
+def cookie_value(headers: Mapping[str, str], name: str | None) -> str | None:
+    """The value of cookie ``name`` in the Cookie header, or None.
+
+    Two cookies of that name (one planted for a parent domain, say) are
+    joined with a comma, which no token contains: the credential is then
+    refused rather than one of them picked.
+    """
+    if not name:
+        return None
+    header = headers.get("cookie")
+    if not header or name not in header:
+        return None
+
+    found = []
+    for part in header.replace(",", ";").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            found.append(value.strip().strip('"'))
+    if not found:
+        return None
+    return ",".join(found)

@@ -50,9 +50,19 @@ class Decision:
     acr_values: str | None = None
     max_age: int | None = None
     retry_after: int | None = None
-    score: float = 0.0
+    score: int = 0
     # What changed in the session since its last request (allowed requests).
     change: SessionChange | None = None
+    # Each risk signal with its weight; they add up to ``score``.
+    signals: tuple[tuple[str, int], ...] = ()
+    # The guard answers this request itself (a CORS preflight) even though
+    # nothing is refused: the app never sees it.
+    answer: bool = False
+
+    @property
+    def passes(self) -> bool:
+        """The request goes on to the app."""
+        return self.outcome is Outcome.ALLOW and not self.answer
 
     @property
     def allowed(self) -> bool:
@@ -84,7 +94,10 @@ class Decision:
         return self.description or _DESCRIPTIONS.get(self.error, "Access was refused.")
 
     def render(self, realm: str, request_id: str = "") -> tuple[int, list[tuple[str, str]], bytes]:
-        """Status, headers and JSON body for a refusal."""
+        """Status, headers and JSON body for a refusal (or a preflight)."""
+        if self.answer:
+            return self.status, [("vary", "Origin"), ("content-length", "0")], b""
+
         body = {
             "error": self.error or "unauthorized",
             "error_description": self._description(),

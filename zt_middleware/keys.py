@@ -26,6 +26,7 @@ from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import PyJWTError
 
 from .errors import ConfigurationError, KeySourceUnavailable
+from .settings import redact_url
 
 __all__ = [
     "JWKSSource",
@@ -270,7 +271,7 @@ class JWKSSource:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"JWKSSource({self.url!r}, generation={self.generation})"
+        return f"JWKSSource({redact_url(self.url)!r}, generation={self.generation})"
 
     def current(self) -> KeySet | None:
         if self._keys is None:
@@ -288,36 +289,48 @@ class JWKSSource:
         return self._keys.find(kid) is None
 
     def refresh(self) -> None:
-        """Fetch now (unless another thread just did); never raises."""
-        with self._lock:
-            if self._clock() - self._attempted_at < self._cooldown:
-                return
-            self._attempted_at = self._clock()
-            try:
-                body = self._open(self.url, self._timeout, self._max_bytes)
-                if len(body) > self._max_bytes:
-                    raise ValueError("JWKS response larger than jwks_max_bytes")
-                keys = KeySet.from_jwks(json.loads(body), self._allowed)
-                if not len(keys):
-                    # An identity provider's hiccup must not become an
-                    # outage: an empty set never replaces a good one.
-                    raise ValueError("JWKS holds no usable key")
-            except Exception as exc:  # noqa: BLE001 - any failure keeps the old set
-                logger.error(
-                    "JWKS fetch from %s failed (%s); keeping the last good set",
-                    self.url,
-                    type(exc).__name__,
-                )
-                return
+        """Fetch now (unless another thread just did); never raises.
 
-            fingerprint = tuple(sorted(_fingerprint(k) for k in keys.keys))
-            if fingerprint != self._fingerprint:
-                self.generation += 1
-                self._fingerprint = fingerprint
-                logger.info("JWKS from %s: %d key(s) %s", self.url, len(keys),
-                            [k.kid for k in keys.keys])
-            self._keys = keys
-            self._fetched_at = self._clock()
+        A caller waits for a fetch already under way at most ``timeout``
+        seconds, so a slow endpoint never queues requests behind it.
+        """
+        if not self._lock.acquire(timeout=self._timeout):
+            return
+        try:
+            self._refresh_locked()
+        finally:
+            self._lock.release()
+
+    def _refresh_locked(self) -> None:
+        if self._clock() - self._attempted_at < self._cooldown:
+            return
+        self._attempted_at = self._clock()
+        try:
+            body = self._open(self.url, self._timeout, self._max_bytes)
+            if len(body) > self._max_bytes:
+                raise ValueError("JWKS response larger than jwks_max_bytes")
+            keys = KeySet.from_jwks(json.loads(body), self._allowed)
+            if not len(keys):
+                # An identity provider's hiccup must not become an
+                # outage: an empty set never replaces a good one.
+                raise ValueError("JWKS holds no usable key")
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the old set
+            logger.error(
+                "JWKS fetch from %s failed (%s); %s",
+                redact_url(self.url),
+                type(exc).__name__,
+                "keeping the last good set" if self._keys else "no keys yet",
+            )
+            return
+
+        fingerprint = tuple(sorted(_fingerprint(k) for k in keys.keys))
+        if fingerprint != self._fingerprint:
+            self.generation += 1
+            self._fingerprint = fingerprint
+            logger.info("JWKS from %s: %d key(s) %s", redact_url(self.url), len(keys),
+                        [k.kid for k in keys.keys])
+        self._keys = keys
+        self._fetched_at = self._clock()
 
     def require(self) -> KeySet:
         keys = self.current()
@@ -336,12 +349,23 @@ def _fingerprint(key: VerificationKey) -> tuple[str, str, bytes]:
 
 
 def _open_url(url: str, timeout: float, max_bytes: int) -> bytes:
+    """GET ``url``; ``timeout`` bounds the whole fetch, not each read."""
+    deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    body = bytearray()
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-        body: bytes = response.read(max_bytes + 1)
+        while len(body) <= max_bytes:
+            # read1 returns after one read of the socket: a server that
+            # trickles bytes is cut off at the deadline.
+            chunk = response.read1(64 * 1024)
+            if not chunk:
+                break
+            body += chunk
+            if time.monotonic() > deadline:
+                raise TimeoutError("JWKS fetch took longer than jwks_timeout")
     if len(body) > max_bytes:
         raise ValueError("JWKS response larger than jwks_max_bytes")
-    return body
+    return bytes(body)
 
 
 def key_source_from_settings(settings: Any) -> KeySource:

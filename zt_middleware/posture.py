@@ -3,10 +3,10 @@
 The organisation's device management (MDM) signs a short JWT about the
 device and the client sends it in a header (``x-device-posture`` unless
 configured). :class:`PostureVerifier` checks it with the library's strict
-pipeline (:func:`~zt_middleware.jws.parse_compact`, the MDM's own
-:class:`~zt_middleware.keys.KeySet`, :func:`~zt_middleware.jws.verify_signature`)
-and then compares the device's version with the configured minimum for its
-operating system.
+pipeline (:func:`~zt_middleware.jws.parse_compact`, a key from the MDM's
+own :class:`~zt_middleware.keys.KeySet`, never the identity provider's,
+and :func:`~zt_middleware.jws.verify_signature`), then compares the
+device's version with the configured minimum for its operating system.
 
 The claims, after the signature:
 
@@ -18,7 +18,8 @@ The claims, after the signature:
   ..., "patch_level": ...}`` or as the same names at the top level (the
   object wins when both are present): ``os`` (e.g. ``"macOS"``, compared
   case-insensitively), ``os_version`` (e.g. ``"14.4.1 (23E224)"``) and,
-  optionally, ``patch_level`` (``"YYYY-MM"`` or ``"YYYY-MM-DD"``).
+  optionally, ``patch_level`` (``"YYYY-MM"`` or ``"YYYY-MM-DD"``); each
+  a string of at most 64 characters.
 
 A minimum is either a dotted version (``"14.4.1"``), compared with
 ``os_version`` component by component as numbers, missing components
@@ -29,7 +30,8 @@ patch level is the meaningful figure there, not its version).
 The result is a :class:`PostureResult`; its ``reason`` (``posture_*``) is a
 risk reason code, None only when the posture is ``ok``. A missing header is
 ``missing``, whatever ``required`` says: ``required`` tells the caller
-whether that should count. The token is never logged nor kept.
+whether that should count. The token is never logged nor put in a result
+or a message; verified tokens are held in memory as the cache's keys.
 
 A posture token is a bearer assertion: nothing here binds it to the
 device that presents it or to the user's session.
@@ -142,7 +144,10 @@ def parse_version(text: object) -> tuple[int, ...] | None:
 
 
 def parse_patch_level(text: object) -> tuple[int, ...] | None:
-    """``"2026-10-05"`` → ``(2026, 10, 5)``, ``"2026-10"`` → ``(2026, 10)``."""
+    """``"2026-10-05"`` → ``(2026, 10, 5)``; ``"2026-10"`` → ``(2026, 10)``.
+
+    None when the text is not a ``YYYY-MM`` or ``YYYY-MM-DD`` date.
+    """
     if not isinstance(text, str) or len(text) > _MAX_CLAIM_CHARS:
         return None
 
@@ -170,8 +175,26 @@ class _Minimum:
     claim: str  # "os_version" or "patch_level"
 
 
+@dataclass(frozen=True, slots=True)
+class _Attestation:
+    """What a verified posture token states; its times are checked per use."""
+
+    os: str
+    os_version: str | None
+    patch_level: str | None
+    issued_at: float
+    expires_at: float
+    not_before: float | None
+
+
 class PostureVerifier:
-    """Verifies the device posture claim and compares it with the minimums."""
+    """Verifies the device posture claim and compares it with the minimums.
+
+    A verified token is kept (keyed by the exact token, at most
+    ``cache_size`` of them, oldest dropped first) so that a device sending
+    the same claim on every request pays for the signature once; its times
+    are still checked on every use.
+    """
 
     def __init__(
         self,
@@ -184,6 +207,7 @@ class PostureVerifier:
         max_age: int = 86400,
         leeway: int = 30,
         max_size: int = 8192,
+        cache_size: int = 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(keys, KeySet) or not len(keys):
@@ -192,13 +216,16 @@ class PostureVerifier:
             raise ConfigurationError("posture issuer: expected a non-empty string")
         if not isinstance(header, str) or not header.strip():
             raise ConfigurationError("posture header: expected a header name")
-        for name, value in (("max_age", max_age), ("max_size", max_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        for name, value, low in (
+            ("max_age", max_age, 1),
+            ("max_size", max_size, 1),
+            ("leeway", leeway, 0),
+            ("cache_size", cache_size, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigurationError(
-                    f"posture {name}: expected a positive integer, got {value!r}"
+                    f"posture {name}: expected an integer >= {low}, got {value!r}"
                 )
-        if isinstance(leeway, bool) or not isinstance(leeway, int) or leeway < 0:
-            raise ConfigurationError(f"posture leeway: expected >= 0, got {leeway!r}")
 
         self.keys = keys
         self.issuer = issuer
@@ -209,6 +236,8 @@ class PostureVerifier:
         self.max_size = max_size
         self.clock = clock
         self._minimums = _minimums(minimums)
+        self._cache: dict[str, _Attestation] = {}
+        self._cache_size = cache_size
 
     def __repr__(self) -> str:
         return (
@@ -226,11 +255,13 @@ class PostureVerifier:
             return _MISSING_RESULT
         if not isinstance(token, str):
             return _invalid(reasons.CLAIM_INVALID)
+        token = token.strip()
 
         try:
-            claims = self._verified_claims(token.strip())
-            device_os, facts = _device(claims)
+            attestation = self._cache.get(token) or self._verify_new(token)
+            self._check_times(attestation)
         except InvalidToken as exc:
+            self._cache.pop(token, None)
             return _invalid(exc.reason)
         except Exception as exc:
             # Odd input must not escape as an exception. Log the type only:
@@ -238,9 +269,10 @@ class PostureVerifier:
             logger.error("posture check failed unexpectedly (%s)", type(exc).__name__)
             return _invalid(POSTURE_ERROR)
 
-        return self._judge(device_os, facts)
+        return self._judge(attestation)
 
-    def _verified_claims(self, token: str) -> dict[str, Any]:
+    def _verify_new(self, token: str) -> _Attestation:
+        """Signature, then claims; times are left to :meth:`_check_times`."""
         jws = parse_compact(token, self.max_size)
 
         key = self.keys.find(jws.kid)
@@ -258,11 +290,12 @@ class PostureVerifier:
                 "the posture claims are not a JSON object",
                 reason=reasons.MALFORMED_CLAIMS,
             ) from None
-        self._check_claims(claims)
+        attestation = self._attestation(claims)
+        self._remember(token, attestation)
 
-        return claims
+        return attestation
 
-    def _check_claims(self, claims: dict[str, Any]) -> None:
+    def _attestation(self, claims: dict[str, Any]) -> _Attestation:
         for name in ("iss", "iat", "exp"):
             if name not in claims:
                 raise InvalidToken(
@@ -275,50 +308,76 @@ class PostureVerifier:
                 reason=reasons.WRONG_ISSUER,
             )
 
+        device_os, facts = _device(claims)
+
+        return _Attestation(
+            os=device_os,
+            os_version=facts.get("os_version"),
+            patch_level=facts.get("patch_level"),
+            issued_at=_number(claims, "iat"),
+            expires_at=_number(claims, "exp"),
+            not_before=_number(claims, "nbf") if "nbf" in claims else None,
+        )
+
+    def _remember(self, token: str, attestation: _Attestation) -> None:
+        if not self._cache_size:
+            return
+        if len(self._cache) >= self._cache_size:
+            # Oldest insertion first; another thread may have got there.
+            try:
+                del self._cache[next(iter(self._cache))]
+            except (StopIteration, KeyError, RuntimeError):
+                self._cache.clear()
+        self._cache[token] = attestation
+
+    def _check_times(self, attestation: _Attestation) -> None:
         now, leeway = self.clock(), self.leeway
-        if now >= _number(claims, "exp") + leeway:
+        if now >= attestation.expires_at + leeway:
             raise InvalidToken(
                 "the posture claim has expired", reason=reasons.TOKEN_EXPIRED
             )
 
-        issued_at = _number(claims, "iat")
-        if issued_at > now + leeway:
+        if attestation.issued_at > now + leeway:
             raise InvalidToken(
                 "the posture claim is issued in the future",
                 reason=reasons.ISSUED_IN_FUTURE,
             )
         # However long the MDM lets its claims live, a device's state is
         # believed for max_age at most after it was last assessed.
-        if now - issued_at > self.max_age + leeway:
+        if now - attestation.issued_at > self.max_age + leeway:
             raise InvalidToken(
                 "the posture claim is older than max_age", reason=POSTURE_TOO_OLD
             )
 
-        if "nbf" in claims and _number(claims, "nbf") > now + leeway:
+        not_before = attestation.not_before
+        if not_before is not None and not_before > now + leeway:
             raise InvalidToken(
                 "the posture claim is not valid yet",
                 reason=reasons.TOKEN_NOT_YET_VALID,
             )
 
-    def _judge(self, device_os: str, facts: Mapping[str, str]) -> PostureResult:
+    def _judge(self, attestation: _Attestation) -> PostureResult:
+        device_os = attestation.os
         minimum = self._minimums.get(device_os)
         if minimum is None:
             return PostureResult(
                 UNKNOWN_OS,
                 os=device_os,
-                version=facts.get("os_version"),
+                version=attestation.os_version,
                 reason=POSTURE_UNKNOWN_OS,
             )
 
-        shown = facts.get(minimum.claim)
-        parse = parse_patch_level if minimum.claim == "patch_level" else parse_version
-        version = parse(shown)
-        if version is None:
+        if minimum.claim == "patch_level":
+            shown, version = attestation.patch_level, parse_patch_level
+        else:
+            shown, version = attestation.os_version, parse_version
+        value = version(shown)
+        if value is None:
             detail = reasons.CLAIM_MISSING if shown is None else VERSION_UNPARSEABLE
             return PostureResult(
                 INVALID, os=device_os, reason=POSTURE_INVALID, detail=detail
             )
-        if not _at_least(version, minimum.value):
+        if not _at_least(value, minimum.value):
             return PostureResult(
                 OUTDATED, os=device_os, version=shown, reason=POSTURE_OUTDATED
             )

@@ -11,6 +11,7 @@ MISSING_TOKEN = "missing_token"
 MALFORMED_AUTHORIZATION = "malformed_authorization"
 MULTIPLE_CREDENTIALS = "multiple_credentials"
 TOKEN_TOO_LARGE = "token_too_large"
+MALFORMED_PATH = "malformed_path"
 
 # Compact serialisation and header.
 MALFORMED_TOKEN = "malformed_token"
@@ -50,6 +51,13 @@ SESSION_REVOKED = "session_revoked"
 SUBJECT_REVOKED = "subject_revoked"
 SERVICE_REVOKED = "service_revoked"
 TOKEN_REPLAYED = "token_replayed"
+
+# Risk and step-up.
+RISK_TOO_HIGH = "risk_too_high"
+STEP_UP_REQUIRED = "step_up_required"
+STEP_UP_INVALID = "step_up_invalid"
+STEP_UP_SESSION_MISMATCH = "step_up_session_mismatch"
+STEP_UP_DEVICE_MISMATCH = "step_up_device_mismatch"
 
 # Infrastructure.
 KEY_SOURCE_UNAVAILABLE = "key_source_unavailable"

@@ -44,6 +44,9 @@ class Requirement:
     max_age: int | None = None
     # Each token may reach this route once (step-up and similar flows).
     one_time: bool = False
+    # Risk thresholds stricter than the settings' for sensitive routes.
+    challenge_at: int | None = None
+    deny_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.acr is None or isinstance(self.acr, str):
@@ -68,21 +71,38 @@ class Requirement:
             acr=self.acrs | other.acrs,
             max_age=min(max_ages) if max_ages else None,
             one_time=self.one_time or other.one_time,
+            challenge_at=_lowest(self.challenge_at, other.challenge_at),
+            deny_at=_lowest(self.deny_at, other.deny_at),
         )
 
 
 PUBLIC = Requirement(public=True)
 
 
+def _lowest(first: int | None, second: int | None) -> int | None:
+    present = [value for value in (first, second) if value is not None]
+    return min(present) if present else None
+
+
 def requires(
-    *scopes: str, acr: str | None = None, max_age: int | None = None, one_time: bool = False
+    *scopes: str,
+    acr: str | None = None,
+    max_age: int | None = None,
+    one_time: bool = False,
+    challenge_at: int | None = None,
+    deny_at: int | None = None,
 ) -> Callable[[F], F]:
     """Mark a view (function or class) as needing every one of ``scopes``."""
     for scope in scopes:
         if not isinstance(scope, str) or not scope or any(c.isspace() for c in scope):
             raise ValueError(f"requires: {scope!r} is not a scope token")
     requirement = Requirement(
-        scopes=frozenset(scopes), acr=acr, max_age=max_age, one_time=one_time
+        scopes=frozenset(scopes),
+        acr=acr,
+        max_age=max_age,
+        one_time=one_time,
+        challenge_at=challenge_at,
+        deny_at=deny_at,
     )
 
     def mark(view: F) -> F:
@@ -154,6 +174,8 @@ def normalise_path(path: str, *, case_insensitive: bool = False) -> str:
     return canonical.lower() if case_insensitive else canonical
 
 
+_ALIASES = {"HEAD": ("HEAD", "GET"), "WEBSOCKET": ("WEBSOCKET", "GET")}
+
 _PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
 
 
@@ -189,6 +211,8 @@ class RouteTable:
                     public=rule.public,
                     acr=rule.acr,
                     max_age=rule.max_age,
+                    challenge_at=rule.challenge_at,
+                    deny_at=rule.deny_at,
                 ),
             )
             for rule in rules
@@ -199,9 +223,12 @@ class RouteTable:
 
     def match(self, method: str, path: str) -> Requirement | None:
         """The requirement for an already normalised path, or None."""
+        # HEAD is judged as GET, a WebSocket handshake as a GET too; a rule
+        # may also name HEAD or WEBSOCKET on its own.
+        accepted = _ALIASES.get(method, (method,))
         found: Requirement | None = None
         for pattern, methods, requirement in self._rules:
-            if "*" not in methods and method not in methods:
+            if "*" not in methods and methods.isdisjoint(accepted):
                 continue
             if pattern.fullmatch(path):
                 found = requirement if found is None else found.merge(requirement)

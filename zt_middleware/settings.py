@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
+import re
 import sys
 import warnings
 from collections.abc import Mapping
@@ -26,7 +28,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["InsecureSettingWarning", "Settings", "load_settings"]
+__all__ = ["InsecureSettingWarning", "Settings", "load_settings", "redact_url"]
 
 SUPPORTED_ALGORITHMS = frozenset(
     {
@@ -52,6 +54,8 @@ class RouteRule:
     public: bool = False
     acr: str | None = None
     max_age: int | None = None
+    challenge_at: int | None = None
+    deny_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -113,11 +117,67 @@ class Settings:
     # Claims that mark a token one-time: {"token_use": ["step_up"]}.
     one_time_claims: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
+    # -- risk: signals add up to a score; thresholds pick the outcome --------
+    # At or above challenge_at: step up (RFC 9470); at or above deny_at: 403.
+    # Routes may set stricter thresholds of their own.
+    risk_challenge_at: int = 50
+    risk_deny_at: int = 150
+    # Weight per signal name, over the defaults in zt_middleware.risk.
+    risk_weights: Mapping[str, int] = field(default_factory=dict)
+    # Faster than this between two places is impossible travel.
+    max_travel_kmh: int = 1000
+    # MaxMind databases (City, Anonymous-IP); without a City database an
+    # embedded country table is used.
+    geoip_city_db: str | None = None
+    geoip_anonymous_db: str | None = None
+    # Files of CIDRs, one per line: allowed networks lower the score,
+    # denied ones raise it.
+    ip_allow_file: str | None = None
+    ip_deny_file: str | None = None
+    # Device posture: a JWT from device management in this header, signed
+    # by posture_jwks(_file) for posture_issuer; minimum version per OS.
+    posture_header: str = "x-device-posture"
+    posture_jwks: Mapping[str, Any] | None = None
+    posture_jwks_file: str | None = None
+    posture_issuer: str | None = None
+    posture_minimums: Mapping[str, str] = field(default_factory=dict)
+    posture_required: bool = False
+
+    # -- step-up: a TOTP code mints a stronger, short-lived token ------------
+    step_up_path: str = "/.zt/step-up"
+    step_up_acr: str = "urn:zt:acr:mfa"
+    # Lifetime of the minted token, and how recent its auth_time must be to
+    # answer a risk challenge.
+    step_up_lifetime: int = 300
+    step_up_max_age: int = 300
+    # The private key (PEM) that signs step-up tokens, its kid and issuer.
+    # Without a key file a key is generated per process (one worker only).
+    step_up_key_file: str | None = None
+    step_up_kid: str = "zt-step-up"
+    step_up_issuer: str | None = None
+    # The minted token may be used once only.
+    step_up_one_time: bool = False
+    # Browser sessions: the cookie carrying the session token, and the one
+    # carrying the step-up token.
+    cookie_name: str | None = None
+    step_up_cookie: str = "zt_step_up"
+    # TOTP: the issuer shown in authenticator apps, a Fernet key that
+    # encrypts secrets at rest, failed attempts allowed before a lock-out of
+    # totp_lockout seconds (per session and per subject).
+    totp_issuer: str = "zt-middleware"
+    totp_encryption_key: str | None = None
+    totp_max_attempts: int = 5
+    totp_lockout: int = 900
+
+    @property
+    def step_up_token_issuer(self) -> str:
+        return self.step_up_issuer or f"urn:zt-middleware:step-up:{self.audience}"
+
     def __repr__(self) -> str:
         # Inline keys may hold HMAC secrets: never shown.
         return (
             f"Settings(issuer={self.issuer!r}, audience={self.audience!r}, "
-            f"jwks_url={self.jwks_url!r}, algorithms={list(self.algorithms)!r}, "
+            f"jwks_url={self.jwks_url and redact_url(self.jwks_url)!r}, algorithms={list(self.algorithms)!r}, "
             f"routes={len(self.routes)}, jwks={'[secure]' if self.jwks else None})"
         )
 
@@ -188,6 +248,21 @@ class Settings:
                 "or pem_keys"
             )
 
+        if self.risk_deny_at < self.risk_challenge_at:
+            raise ConfigurationError(
+                f"risk_deny_at: expected at least risk_challenge_at "
+                f"({self.risk_challenge_at}), got {self.risk_deny_at}"
+            )
+
+        for proxy in self.trusted_proxies:
+            if ipaddress.ip_network(proxy, strict=False).prefixlen == 0:
+                warnings.warn(
+                    f"trusted_proxies: {proxy} trusts every peer's X-Forwarded-For, "
+                    "so any client can choose its own address",
+                    InsecureSettingWarning,
+                    stacklevel=3,
+                )
+
         if self.max_token_lifetime is None:
             warnings.warn(
                 "max_token_lifetime is None: tokens of any lifetime are accepted",
@@ -214,6 +289,19 @@ def load_settings(values: Mapping[str, Any] | Settings | str | None) -> Settings
         return Settings.from_toml(values)
 
     return Settings.from_mapping(values)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user, password, query or fragment, for logs and reprs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _is_loopback(host: str) -> bool:
@@ -261,7 +349,12 @@ def _integer(low: int, high: int | None = None, optional: bool = False) -> Any:
 
 
 def _positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ConfigurationError(f"{name}: expected a positive number, got {value!r}")
     return float(value)
 
@@ -319,7 +412,9 @@ def _jwks_url(name: str, value: Any) -> str | None:
         return None
     url = _string(name, value)
     if urlsplit(url).scheme not in ("https", "http"):
-        raise ConfigurationError(f"{name}: expected an http(s) URL, got {url!r}")
+        raise ConfigurationError(
+            f"{name}: expected an http(s) URL, got {redact_url(url)!r}"
+        )
     return url
 
 
@@ -352,13 +447,22 @@ def _routes(name: str, value: Any) -> tuple[RouteRule, ...]:
             continue
         if not isinstance(entry, Mapping):
             raise ConfigurationError(f"{where}: expected a mapping")
-        extra = set(entry) - {"path", "methods", "scopes", "public", "acr", "max_age"}
+        extra = set(entry) - {
+            "path", "methods", "scopes", "public", "acr", "max_age",
+            "challenge_at", "deny_at",
+        }  # fmt: skip
         if extra:
             raise ConfigurationError(f"{where}: unknown key(s) {sorted(extra)}")
 
         path = _string(f"{where}.path", entry.get("path"))
         if not path.startswith("/"):
             raise ConfigurationError(f"{where}.path: expected to start with '/'")
+        for placeholder in re.findall(r"\{[^}]*\}|\*", path):
+            if not re.fullmatch(r"\{[A-Za-z_][A-Za-z0-9_]*(:path)?\}", placeholder):
+                raise ConfigurationError(
+                    f"{where}.path: {placeholder!r} is not a parameter; use {{name}} "
+                    "for one segment or {name:path} for the rest"
+                )
         methods = frozenset(
             m.upper() for m in _string_list(f"{where}.methods", entry.get("methods", ["*"]))
         )
@@ -383,6 +487,10 @@ def _routes(name: str, value: Any) -> tuple[RouteRule, ...]:
                 public=is_public,
                 acr=_optional_string(f"{where}.acr", entry.get("acr")),
                 max_age=_integer(0, optional=True)(f"{where}.max_age", entry.get("max_age")),
+                challenge_at=_integer(0, optional=True)(
+                    f"{where}.challenge_at", entry.get("challenge_at")
+                ),
+                deny_at=_integer(0, optional=True)(f"{where}.deny_at", entry.get("deny_at")),
             )
         )
 
@@ -422,6 +530,37 @@ def _header_names(name: str, value: Any) -> tuple[str, ...]:
     return tuple(header.lower() for header in _string_list(name, value))
 
 
+def _weights(name: str, value: Any) -> Mapping[str, int]:
+    mapping = _mapping(name, value) or {}
+    weights = {}
+    for signal, weight in mapping.items():
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise ConfigurationError(
+                f"{name}[{signal!r}]: expected an integer weight, got {_describe(weight)}"
+            )
+        weights[_string(f"{name} key", signal)] = weight
+    return weights
+
+
+def _string_mapping(name: str, value: Any) -> Mapping[str, str]:
+    mapping = _mapping(name, value) or {}
+    return {
+        _string(f"{name} key", key): _string(f"{name}[{key!r}]", item)
+        for key, item in mapping.items()
+    }
+
+
+def _header_name(name: str, value: Any) -> str:
+    return _string(name, value).lower()
+
+
+def _path(name: str, value: Any) -> str:
+    path = _string(name, value)
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise ConfigurationError(f"{name}: expected an absolute path, got {path!r}")
+    return path
+
+
 _VALIDATORS: dict[str, Any] = {
     "issuer": _string,
     "audience": _string,
@@ -451,4 +590,32 @@ _VALIDATORS: dict[str, Any] = {
     "history_ttl": _integer(60),
     "revocation_ttl": _integer(60),
     "one_time_claims": _one_time_claims,
+    "risk_challenge_at": _integer(0),
+    "risk_deny_at": _integer(0),
+    "risk_weights": _weights,
+    "max_travel_kmh": _integer(1),
+    "geoip_city_db": _optional_string,
+    "geoip_anonymous_db": _optional_string,
+    "ip_allow_file": _optional_string,
+    "ip_deny_file": _optional_string,
+    "posture_header": _header_name,
+    "posture_jwks": _mapping,
+    "posture_jwks_file": _optional_string,
+    "posture_issuer": _optional_string,
+    "posture_minimums": _string_mapping,
+    "posture_required": _boolean,
+    "step_up_path": _path,
+    "step_up_acr": _string,
+    "step_up_lifetime": _integer(1, 900),
+    "step_up_max_age": _integer(1),
+    "step_up_key_file": _optional_string,
+    "step_up_kid": _string,
+    "step_up_issuer": _optional_string,
+    "step_up_one_time": _boolean,
+    "cookie_name": _optional_string,
+    "step_up_cookie": _string,
+    "totp_issuer": _string,
+    "totp_encryption_key": _optional_string,
+    "totp_max_attempts": _integer(1, 100),
+    "totp_lockout": _integer(1),
 }

@@ -20,7 +20,7 @@ from typing import Any
 from . import reasons
 from .errors import InvalidToken
 from .jws import parse_compact, parse_json_object, verify_signature
-from .keys import KeySource
+from .keys import KeySource, VerificationKey
 from .principal import Principal
 from .settings import Settings
 
@@ -59,12 +59,18 @@ class TokenVerifier:
         self.clock = clock
         self._cache: dict[str, tuple[Principal, int, str | None]] = {}
         self._cache_size = settings.verified_cache_size
+        # The key this service signs its own step-up tokens with, once it
+        # has one: those tokens name it by kid and carry the step-up issuer.
+        self.step_up_key: VerificationKey | None = None
 
     def verify(self, token: str) -> Steps:
         """Generator: yields RefreshKeys when it needs keys, returns a principal."""
         cached = self._cache.get(token)
         if cached is not None:
             principal, generation, kid = cached
+            if self._is_step_up_kid(kid):
+                self._check_times(principal.claims)
+                return principal
             # A cached token must not outlive its key: refresh when due, so a
             # rotation is seen, and trust nothing once the key set is gone.
             if self.key_source.should_refresh(kid):
@@ -78,10 +84,13 @@ class TokenVerifier:
         jws = parse_compact(token, self.settings.max_token_size)
         self._check_type(jws.header)
 
-        if self.key_source.should_refresh(jws.kid):
-            yield RefreshKeys(self.key_source)
-        keys = self._current_keys()
-        key = keys.find(jws.kid)
+        step_up = self._is_step_up_kid(jws.kid)
+        if step_up:
+            key = self.step_up_key
+        else:
+            if self.key_source.should_refresh(jws.kid):
+                yield RefreshKeys(self.key_source)
+            key = self._current_keys().find(jws.kid)
         if key is None:
             raise InvalidToken(
                 "the token was signed by a key we do not know",
@@ -96,7 +105,13 @@ class TokenVerifier:
                 "the token's claims are not a JSON object",
                 reason=reasons.MALFORMED_CLAIMS,
             ) from None
-        principal = self._validate_claims(claims)
+        issuer = self.settings.step_up_token_issuer if step_up else self.settings.issuer
+        principal = self._validate_claims(claims, issuer)
+        if step_up and claims.get("token_use") != "step_up":
+            raise InvalidToken(
+                "a token signed with the step-up key must be a step-up token",
+                reason=reasons.CLAIM_INVALID,
+            )
         self._remember(token, principal, jws.kid)
 
         return principal
@@ -146,7 +161,10 @@ class TokenVerifier:
                 f"the token's typ must be {expected}", reason=reasons.WRONG_TOKEN_TYPE
             )
 
-    def _validate_claims(self, claims: dict[str, Any]) -> Principal:
+    def _is_step_up_kid(self, kid: str | None) -> bool:
+        return self.step_up_key is not None and kid == self.step_up_key.kid
+
+    def _validate_claims(self, claims: dict[str, Any], issuer: str) -> Principal:
         settings = self.settings
 
         for name in ("exp", "iat", "iss", "aud", "sub"):
@@ -166,7 +184,7 @@ class TokenVerifier:
                 reason=reasons.LIFETIME_EXCEEDED,
             )
 
-        if claims["iss"] != settings.issuer:
+        if claims["iss"] != issuer:
             raise InvalidToken(
                 "the token was issued by someone else", reason=reasons.WRONG_ISSUER
             )

@@ -52,7 +52,7 @@ class ZeroTrustMiddleware:
 
         ctx = self._context(scope)
         decision = await self.guard.adecide(ctx)
-        if decision.allowed:
+        if decision.passes:
             scope.setdefault("state", {})["principal"] = decision.principal
             await self.app(scope, receive, send)
             return
@@ -70,7 +70,7 @@ class ZeroTrustMiddleware:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
 
         peer = scope.get("client")
-        requirement, route = _resolve_route(scope)
+        requirement, route = _resolve_route(scope, self.app)
         websocket = scope["type"] == "websocket"
 
         return RequestContext(
@@ -123,9 +123,9 @@ class ZeroTrustMiddleware:
         await send({"type": "websocket.close", "code": 1008, "reason": decision.reason})
 
 
-def _resolve_route(scope: Scope) -> tuple[Requirement | None, str | None]:
+def _resolve_route(scope: Scope, app: Any) -> tuple[Requirement | None, str | None]:
     """The endpoint's annotation, found the way Starlette's router finds it."""
-    router = getattr(scope.get("app"), "router", None)
+    router = getattr(scope.get("app"), "router", None) or getattr(app, "router", None)
     routes = getattr(router, "routes", None)
     if not routes:
         return None, None
@@ -136,14 +136,15 @@ def _resolve_route(scope: Scope) -> tuple[Requirement | None, str | None]:
 def _match(routes: Any, scope: Scope) -> tuple[Requirement | None, str | None]:
     partial: tuple[Requirement | None, str | None] | None = None
     for route in routes:
-        candidates = getattr(route, "effective_candidates", None)
-        if candidates is not None:
-            # FastAPI's include_router keeps included routes behind a
-            # private wrapper whose matches() names no endpoint; its
-            # candidates carry the prefixed regex and the endpoint.
-            found = _match_included(candidates(), scope)
-            if found is not None:
+        if hasattr(route, "effective_candidates"):
+            # FastAPI's include_router keeps included routes behind a private
+            # wrapper whose matches() names no endpoint; ask it the way
+            # FastAPI's own router does.
+            level, found = _match_included(route, scope)
+            if level == _FULL:
                 return found
+            if level:
+                partial = partial or found
             continue
 
         matches = getattr(route, "matches", None)
@@ -173,27 +174,23 @@ def _match(routes: Any, scope: Scope) -> tuple[Requirement | None, str | None]:
     return partial or (None, None)
 
 
-def _match_included(candidates: Any, scope: Scope) -> tuple[Requirement | None, str | None] | None:
-    path = scope["path"]
-    root = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    method = scope.get("method", "GET")
+def _match_included(
+    router: Any, scope: Scope
+) -> tuple[int, tuple[Requirement | None, str | None]]:
+    """Match level and annotation inside a FastAPI included router.
 
-    for candidate in candidates:
-        nested = getattr(candidate, "effective_candidates", None)
-        if nested is not None:
-            found = _match_included(nested(), scope)
-            if found is not None:
-                return found
-            continue
-        regex = getattr(candidate, "path_regex", None)
-        if regex is None or not regex.match(path):
-            continue
-        methods = getattr(candidate, "methods", None)
-        if scope["type"] == "http" and methods and method not in methods:
-            continue
-        endpoint = getattr(candidate, "endpoint", None)
-        return requirement_of(endpoint, method), getattr(candidate, "path", None)
+    This leans on FastAPI's private ``_match``; if it changes, nothing is
+    resolved and the request falls to default deny.
+    """
+    try:
+        match, child, route, _ = router._match(scope)
+    except Exception:  # noqa: BLE001 - unknown FastAPI internals: deny
+        return 0, (None, None)
+    level = getattr(match, "value", match)
+    if not level or route is None:
+        return 0, (None, None)
+    if hasattr(route, "effective_candidates"):
+        return _match_included(route, scope)
 
-    return None
+    endpoint = child.get("endpoint") or getattr(route, "endpoint", None)
+    return level, (requirement_of(endpoint, scope.get("method")), getattr(route, "path", None))

@@ -48,7 +48,7 @@ class ZeroTrustMiddleware:
 
         ctx = self._context(request)
         decision = self.guard.decide(ctx)
-        if not decision.allowed:
+        if not decision.passes:
             return self._refusal(decision, ctx)
 
         request.principal = decision.principal  # type: ignore[attr-defined]
@@ -57,7 +57,7 @@ class ZeroTrustMiddleware:
     async def __acall__(self, request: HttpRequest) -> Any:
         ctx = self._context(request)
         decision = await self.guard.adecide(ctx)
-        if not decision.allowed:
+        if not decision.passes:
             return self._refusal(decision, ctx)
 
         request.principal = decision.principal  # type: ignore[attr-defined]

@@ -59,7 +59,7 @@ def _check() -> Response | None:
     )
 
     decision = guard.decide(ctx)
-    if decision.allowed:
+    if decision.passes:
         g.principal = decision.principal
         return None
 

@@ -82,7 +82,7 @@ class ZeroTrustWSGIMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         ctx = context_from_environ(environ, self.guard.settings.trusted_proxies)
         decision = self.guard.decide(ctx)
-        if decision.allowed:
+        if decision.passes:
             environ[PRINCIPAL_KEY] = decision.principal
             return self.app(environ, start_response)
 

@@ -49,6 +49,10 @@ class SessionRecord:
     device: str | None
     network: str | None
     seen_at: float
+    # Where the request came from, when a locator could tell.
+    country: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,8 @@ class StateRead:
     subject_revoked_before: float | None = None
     service_revoked: bool = False
     session: SessionRecord | None = None
+    # The subject's last request in any session (for impossible travel).
+    subject_last: SessionRecord | None = None
     subject_devices: frozenset[str] = frozenset()
     subject_networks: frozenset[str] = frozenset()
 
@@ -85,6 +91,19 @@ class StateWrite:
     # A one-time token's jti, claimed atomically; None claims nothing.
     once_key: str | None = None
     once_ttl: int = 0
+    country: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+
+    def record(self) -> SessionRecord:
+        return SessionRecord(
+            self.device,
+            self.network,
+            self.seen_at,
+            self.country,
+            self.latitude,
+            self.longitude,
+        )
 
 
 class Store(ABC):
@@ -112,6 +131,45 @@ class Store(ABC):
     @abstractmethod
     def revocations(self, *, now: float) -> list[Revocation]:
         """Revocations still in force."""
+
+    # -- small primitives for the step-up flow -------------------------------
+    # Keys are opaque strings chosen by the caller ("totp:used:<sub>:<n>");
+    # each call is one round trip and expires with ``ttl`` seconds.
+
+    @abstractmethod
+    def claim(self, key: str, ttl: int) -> bool:
+        """Set ``key`` if it is absent or expired: True for the first caller."""
+
+    @abstractmethod
+    def count(self, key: str, ttl: int) -> int:
+        """Add one to a counter (its ``ttl`` starts at the first) and return it."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """A value put earlier and not yet expired, else None."""
+
+    @abstractmethod
+    def put(self, key: str, value: bytes, ttl: int | None = None) -> None:
+        """Store ``value``; None keeps it until deleted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Forget a value or a counter (or a claim)."""
+
+    async def aclaim(self, key: str, ttl: int) -> bool:
+        return await asyncio.to_thread(self.claim, key, ttl)
+
+    async def acount(self, key: str, ttl: int) -> int:
+        return await asyncio.to_thread(self.count, key, ttl)
+
+    async def aget(self, key: str) -> bytes | None:
+        return await asyncio.to_thread(self.get, key)
+
+    async def aput(self, key: str, value: bytes, ttl: int | None = None) -> None:
+        await asyncio.to_thread(self.put, key, value, ttl)
+
+    async def adelete(self, key: str) -> None:
+        await asyncio.to_thread(self.delete, key)
 
     def close(self) -> None:
         return None

@@ -33,6 +33,8 @@ class MemoryStore(Store):
         self._revoked: dict[tuple[str, str], Revocation] = {}
         self._once: dict[str, float] = {}
         self._sessions: dict[str, tuple[SessionRecord, float]] = {}
+        self._last: dict[str, tuple[SessionRecord, float]] = {}
+        self._values: dict[str, tuple[bytes | int, float]] = {}
         self._devices: dict[str, dict[str, float]] = {}
         self._networks: dict[str, dict[str, float]] = {}
 
@@ -44,6 +46,7 @@ class MemoryStore(Store):
         with self._lock:
             subject = self._live(("sub", keys.subject), now)
             session = self._sessions.get(keys.session_id or "")
+            last = self._last.get(keys.subject)
             return StateRead(
                 token_revoked=keys.token_id is not None
                 and self._live(("jti", keys.token_id), now) is not None,
@@ -52,6 +55,7 @@ class MemoryStore(Store):
                 subject_revoked_before=subject.revoked_at if subject else None,
                 service_revoked=self._live(("svc", keys.subject), now) is not None,
                 session=session[0] if session and session[1] > now else None,
+                subject_last=last[0] if last and last[1] > now else None,
                 subject_devices=_alive(self._devices.get(keys.subject), now),
                 subject_networks=_alive(self._networks.get(keys.subject), now),
             )
@@ -72,8 +76,9 @@ class MemoryStore(Store):
                 self._once[update.once_key] = now + update.once_ttl
 
             expires = now + update.history_ttl
+            record = update.record()
+            self._last[update.subject] = (record, expires)
             if update.session_id is not None:
-                record = SessionRecord(update.device, update.network, update.seen_at)
                 self._sessions[update.session_id] = (record, expires)
             if update.device is not None:
                 self._devices.setdefault(update.subject, {})[update.device] = expires
@@ -97,6 +102,63 @@ class MemoryStore(Store):
                 key=lambda r: (r.revoked_at, r.kind, r.value),
             )
 
+    def claim(self, key: str, ttl: int) -> bool:
+        now = self._clock()
+        with self._lock:
+            if self._value(key, now) is not None:
+                return False
+            self._values[key] = (b"1", now + ttl)
+            return True
+
+    def count(self, key: str, ttl: int) -> int:
+        now = self._clock()
+        with self._lock:
+            current = self._value(key, now)
+            expires = self._values[key][1] if current is not None else now + ttl
+            value = (current if isinstance(current, int) else 0) + 1
+            self._values[key] = (value, expires)
+            return value
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            value = self._value(key, self._clock())
+        if isinstance(value, int):
+            return str(value).encode()
+        return value
+
+    def put(self, key: str, value: bytes, ttl: int | None = None) -> None:
+        expires = float("inf") if ttl is None else self._clock() + ttl
+        with self._lock:
+            self._values[key] = (bytes(value), expires)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._values.pop(key, None)
+
+    async def aclaim(self, key: str, ttl: int) -> bool:
+        return self.claim(key, ttl)
+
+    async def acount(self, key: str, ttl: int) -> int:
+        return self.count(key, ttl)
+
+    async def aget(self, key: str) -> bytes | None:
+        return self.get(key)
+
+    async def aput(self, key: str, value: bytes, ttl: int | None = None) -> None:
+        self.put(key, value, ttl)
+
+    async def adelete(self, key: str) -> None:
+        self.delete(key)
+
+    def _value(self, key: str, now: float) -> bytes | int | None:
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._values[key]
+            return None
+        return entry[0]
+
     def _live(self, key: tuple[str, str], now: float) -> Revocation | None:
         revocation = self._revoked.get(key)
         if revocation is not None and revocation.expires_at <= now:
@@ -107,7 +169,9 @@ class MemoryStore(Store):
     def _trim(self, now: float) -> None:
         # Bounded memory: past the limit, drop what has expired, then the
         # oldest histories. Revocations are never dropped early.
-        for table in (self._once, self._sessions, self._devices, self._networks):
+        tables = (self._once, self._sessions, self._last, self._devices, self._networks,
+                  self._values)
+        for table in tables:
             if len(table) <= self._max_entries:
                 continue
             for key in [k for k, v in table.items() if _expiry(v) <= now]:

@@ -68,10 +68,15 @@ def _sqlite(parts: SplitResult) -> Store:
 
 
 def _redis(url: str, parts: SplitResult) -> Store:
-    import redis
-    import redis.asyncio
-    import redis.asyncio.retry
-    import redis.retry
+    try:
+        import redis
+        import redis.asyncio
+        import redis.asyncio.retry
+        import redis.retry
+    except ImportError as exc:
+        raise ConfigurationError(
+            "store: a redis:// store needs redis-py: pip install 'zt-middleware[redis]'"
+        ) from exc
 
     from .redis import RedisStore
 
