@@ -11,7 +11,13 @@ from functools import lru_cache
 
 from .routes import Requirement
 
-__all__ = ["RequestContext", "client_address", "cookie_value", "request_id"]
+__all__ = [
+    "RequestContext",
+    "client_address",
+    "cookie_value",
+    "request_id",
+    "wants_html",
+]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -103,3 +109,8 @@ def cookie_value(headers: Mapping[str, str], name: str | None) -> str | None:
     if not found:
         return None
     return ",".join(found)
+
+
+def wants_html(headers: Mapping[str, str]) -> bool:
+    """A browser navigation: it accepts text/html (APIs ask for JSON)."""
+    return "text/html" in headers.get("accept", "")

@@ -8,12 +8,13 @@ which never blocks the event loop. Any store failure becomes
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Generator
+from typing import Any, TypeVar
 
 from .errors import StoreUnavailable
 from .stores.base import StateKeys, StateRead, StateWrite, Store
 
-__all__ = ["ReadState", "StoreCall", "WriteState", "store_errors"]
+__all__ = ["ReadState", "StoreCall", "WriteState", "drive", "adrive", "store_errors"]
 
 
 class ReadState:
@@ -84,3 +85,28 @@ class StoreCall:
     async def arun(self) -> Any:
         with store_errors():
             return await getattr(self.store, "a" + self.name)(*self.args)
+
+
+T = TypeVar("T")
+
+
+def drive(steps: Generator[Any, Any, T]) -> T:
+    """Run a flow to its end, each effect inline (sync stacks)."""
+    try:
+        effect = next(steps)
+        while True:
+            effect = steps.send(effect.run())
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def adrive(steps: Generator[Any, Any, T]) -> T:
+    """Run a flow to its end from an event loop, awaiting each effect."""
+    try:
+        effect = next(steps)
+        while True:
+            effect = steps.send(await effect.arun())
+    except StopIteration as done:
+        result: T = done.value
+        return result

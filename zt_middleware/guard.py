@@ -24,7 +24,7 @@ from typing import Any
 
 from . import reasons
 from .audit import AuditLog
-from .context import RequestContext, cookie_value
+from .context import RequestContext, cookie_value, wants_html
 from .decision import Decision, Outcome
 from .errors import (
     CredentialError,
@@ -42,8 +42,9 @@ from .settings import Settings, load_settings
 from .stores import StateKeys, StateRead, StateWrite, Store
 from .stores.base import Revocation
 from .stores.urls import store_from_url
-from .effects import ReadState, WriteState, store_errors
+from .effects import ReadState, WriteState, adrive, drive, store_errors
 from .risk import Assessment, RiskEngine
+from .stepup import StepUpFlow
 from .tokens import TokenVerifier
 
 __all__ = ["Guard"]
@@ -57,6 +58,7 @@ _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*) *")
 
 
 Steps = Generator[Any, Any, Decision]
+Response = tuple[int, list[tuple[str, str]], bytes]
 
 
 class Guard:
@@ -79,9 +81,10 @@ class Guard:
             self.settings.routes, case_insensitive=self.settings.case_insensitive_paths
         )
         self.store = store or store_from_url(self.settings.store)
-        self.risk = risk or RiskEngine(self.settings)
+        self.risk = risk or RiskEngine(self.settings, clock=clock)
         self.audit = audit or AuditLog()
         self.clock = clock
+        self._step_up_flow: StepUpFlow | None = None
 
     def __repr__(self) -> str:
         return f"Guard({self.settings!r})"
@@ -91,30 +94,68 @@ class Guard:
     def decide(self, ctx: RequestContext) -> Decision:
         """Decide synchronously (WSGI, sync Django)."""
         try:
-            steps = self._steps(ctx)
-            effect = next(steps)
-            while True:
-                effect = steps.send(effect.run())
-        except StopIteration as done:
-            decision: Decision = done.value
+            decision = drive(self._steps(ctx))
         except Exception as exc:  # noqa: BLE001 - fail closed
             decision = self._refusal(exc)
 
         return self._recorded(ctx, decision)
 
     async def adecide(self, ctx: RequestContext) -> Decision:
-        """Decide from an event loop; blocking key fetches go to a thread."""
+        """Decide from an event loop; blocking work goes to a thread."""
         try:
-            steps = self._steps(ctx)
-            effect = next(steps)
-            while True:
-                effect = steps.send(await effect.arun())
-        except StopIteration as done:
-            decision: Decision = done.value
+            decision = await adrive(self._steps(ctx))
         except Exception as exc:  # noqa: BLE001 - fail closed
             decision = self._refusal(exc)
 
         return self._recorded(ctx, decision)
+
+    def render(self, decision: Decision, ctx: RequestContext) -> Response:
+        """The response for a request the app will not see.
+
+        A browser (it asks for HTML) that is challenged gets the step-up
+        page instead of a bare 401; everything else gets the RFC 6750 /
+        RFC 9470 JSON refusal.
+        """
+        status, headers, body = decision.render(self.settings.realm, ctx.request_id)
+        if decision.outcome is Outcome.CHALLENGE and wants_html(ctx.headers):
+            page = self.step_up_flow.page(next_path=ctx.path, reasons=decision.reasons)
+            headers = [
+                (name, value) for name, value in headers
+                if name not in ("content-type", "content-length")
+            ]
+            headers += [
+                ("content-type", "text/html; charset=utf-8"),
+                ("content-length", str(len(page))),
+            ]
+            body = page
+
+        return status, headers, body
+
+    # -- step-up -----------------------------------------------------------------
+
+    def is_step_up(self, ctx: RequestContext) -> bool:
+        """Whether this request is for the step-up endpoint the guard serves."""
+        return ctx.path == self.settings.step_up_path
+
+    def step_up(self, ctx: RequestContext, body: bytes) -> Response:
+        """Serve the step-up endpoint (sync stacks)."""
+        try:
+            return drive(self.step_up_flow.handle(ctx, body))
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            return self.render(self._recorded(ctx, self._refusal(exc)), ctx)
+
+    async def astep_up(self, ctx: RequestContext, body: bytes) -> Response:
+        """Serve the step-up endpoint from an event loop."""
+        try:
+            return await adrive(self.step_up_flow.handle(ctx, body))
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            return self.render(self._recorded(ctx, self._refusal(exc)), ctx)
+
+    @property
+    def step_up_flow(self) -> StepUpFlow:
+        if self._step_up_flow is None:
+            self._step_up_flow = StepUpFlow(self)
+        return self._step_up_flow
 
     def _recorded(self, ctx: RequestContext, decision: Decision) -> Decision:
         """Audit the decision; a decision that cannot be audited is refused."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -83,6 +84,7 @@ class RiskEngine:
         locator: Locator | None = None,
         lists: IPLists | None = None,
         posture: PostureVerifier | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         unknown = set(settings.risk_weights) - set(DEFAULT_WEIGHTS)
         if unknown:
@@ -98,7 +100,7 @@ class RiskEngine:
         self.lists = lists or IPLists.from_files(
             settings.ip_allow_file, settings.ip_deny_file
         )
-        self.posture = posture or _posture_from(settings)
+        self.posture = posture or _posture_from(settings, clock)
         self._lookup = lru_cache(maxsize=4096)(self._uncached_lookup)
 
     def __repr__(self) -> str:
@@ -181,7 +183,7 @@ class RiskEngine:
         )
 
 
-def _posture_from(settings: Settings) -> PostureVerifier | None:
+def _posture_from(settings: Settings, clock: Callable[[], float]) -> PostureVerifier | None:
     document: Any = settings.posture_jwks
     if settings.posture_jwks_file:
         try:
@@ -204,4 +206,5 @@ def _posture_from(settings: Settings) -> PostureVerifier | None:
         header=settings.posture_header,
         minimums=settings.posture_minimums,
         required=settings.posture_required,
+        clock=clock,
     )
