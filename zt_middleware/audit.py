@@ -70,7 +70,9 @@ class AuditLog:
             score=decision.score,
             signals=decision.signals,
         )
-        self.logger.log(level, "zt decision %s", event.as_json(), extra={"zt_event": asdict(event)})
+        self.logger.log(
+            level, "zt decision %s", event.as_json(), extra={"zt_event": asdict(event)}
+        )
 
 
 def _level(decision: Decision) -> int:

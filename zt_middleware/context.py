@@ -53,11 +53,15 @@ def request_id(headers: Mapping[str, str]) -> str:
 
 
 @lru_cache(maxsize=64)
-def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(
+    proxies: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
 
 
-def _is_trusted(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def _is_trusted(
+    address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
@@ -65,7 +69,9 @@ def _is_trusted(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddre
     return any(ip in network for network in networks)
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[str, ...]) -> str | None:
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted: tuple[str, ...]
+) -> str | None:
     """The client's address, believing X-Forwarded-For only via trusted proxies.
 
     Walk the chain from the right: every hop added by a trusted proxy is

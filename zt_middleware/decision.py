@@ -93,7 +93,9 @@ class Decision:
     def _description(self) -> str:
         return self.description or _DESCRIPTIONS.get(self.error, "Access was refused.")
 
-    def render(self, realm: str, request_id: str = "") -> tuple[int, list[tuple[str, str]], bytes]:
+    def render(
+        self, realm: str, request_id: str = ""
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Status, headers and JSON body for a refusal (or a preflight)."""
         if self.answer:
             return self.status, [("vary", "Origin"), ("content-length", "0")], b""

@@ -431,8 +431,16 @@ def revocation_section(
 
     before = run_all(200, reasons.ALLOWED, f"session {session}")
     revoke = subprocess.run(  # noqa: S603 - our interpreter, our module
-        [sys.executable, "-m", "zt_middleware.cli", "revoke", "--sid", session,
-         "--store", store],
+        [
+            sys.executable,
+            "-m",
+            "zt_middleware.cli",
+            "revoke",
+            "--sid",
+            session,
+            "--store",
+            store,
+        ],
         cwd=repo,
         capture_output=True,
         timeout=SETUP_TIMEOUT,

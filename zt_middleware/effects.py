@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from .errors import StoreUnavailable
 from .stores.base import StateKeys, StateRead, StateWrite, Store
 
-__all__ = ["ReadState", "StoreCall", "WriteState", "drive", "adrive", "store_errors"]
+__all__ = ["ReadState", "StoreCall", "WriteState", "adrive", "drive", "store_errors"]
 
 
 class ReadState:
@@ -53,7 +53,7 @@ class WriteState:
             return await self.store.awrite(self.update)
 
 
-class store_errors:  # noqa: N801 - used as a context manager
+class store_errors:
     """Any store failure is a StoreUnavailable: 503, never an allow."""
 
     def __enter__(self) -> None:
@@ -61,11 +61,7 @@ class store_errors:  # noqa: N801 - used as a context manager
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         if exc is not None and not isinstance(exc, StoreUnavailable):
-            raise StoreUnavailable(
-                f"the store failed ({type(exc).__name__})"
-            ) from exc
-
-
+            raise StoreUnavailable(f"the store failed ({type(exc).__name__})") from exc
 
 
 class StoreCall:

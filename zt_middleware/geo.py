@@ -309,7 +309,7 @@ def _load_geoip2fast() -> Any:
         name: os.environ.get(name) for name in ("PYTHONWARNINGS", "PYTHONIOENCODING")
     }
     try:
-        import geoip2fast  # type: ignore[import-untyped]
+        import geoip2fast
     except ImportError as exc:
         raise ConfigurationError(
             "geo: the embedded country data needs the geoip2fast package"

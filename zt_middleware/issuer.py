@@ -34,11 +34,16 @@ class SigningKey:
     private_key: Any
 
     def __repr__(self) -> str:
-        return f"SigningKey(kid={self.kid!r}, algorithm={self.algorithm!r}, private_key=[secure])"
+        return (
+            f"SigningKey(kid={self.kid!r}, algorithm={self.algorithm!r}, "
+            "private_key=[secure])"
+        )
 
     def public_jwk(self) -> dict[str, Any]:
         jwk: dict[str, Any] = json.loads(
-            get_default_algorithms()[self.algorithm].to_jwk(self.private_key.public_key())
+            get_default_algorithms()[self.algorithm].to_jwk(
+                self.private_key.public_key()
+            )
         )
         jwk.update(kid=self.kid, alg=self.algorithm, use="sig")
         return jwk
@@ -47,22 +52,26 @@ class SigningKey:
         return {"keys": [self.public_jwk()]}
 
     def private_pem(self) -> bytes:
-        return self.private_key.private_bytes(
+        pem: bytes = self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+        return pem
 
     def public_pem(self) -> bytes:
-        return self.private_key.public_key().public_bytes(
+        pem: bytes = self.private_key.public_key().public_bytes(
             serialization.Encoding.PEM,
             serialization.PublicFormat.SubjectPublicKeyInfo,
         )
+        return pem
 
     @classmethod
     def from_pem(cls, pem: bytes, kid: str, algorithm: str | None = None) -> SigningKey:
         key = serialization.load_pem_private_key(pem, password=None)
-        return cls(kid=kid, algorithm=algorithm or _default_algorithm(key), private_key=key)
+        return cls(
+            kid=kid, algorithm=algorithm or _default_algorithm(key), private_key=key
+        )
 
 
 def _default_algorithm(key: Any) -> str:
@@ -87,13 +96,17 @@ def generate_key(algorithm: str = "RS256", kid: str | None = None) -> SigningKey
     else:
         raise ConfigurationError(f"algorithm: cannot generate keys for {algorithm!r}")
 
-    return SigningKey(kid=kid or secrets.token_hex(8), algorithm=algorithm, private_key=key)
+    return SigningKey(
+        kid=kid or secrets.token_hex(8), algorithm=algorithm, private_key=key
+    )
 
 
 class Issuer:
     """Mints tokens signed by one key, for one issuer."""
 
-    def __init__(self, key: SigningKey, issuer: str, *, max_lifetime: int = MAX_LIFETIME) -> None:
+    def __init__(
+        self, key: SigningKey, issuer: str, *, max_lifetime: int = MAX_LIFETIME
+    ) -> None:
         self.key = key
         self.issuer = issuer
         self.max_lifetime = max_lifetime
@@ -132,7 +145,14 @@ class Issuer:
 
         return self.sign(claims, headers=headers)
 
-    def sign(self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None) -> str:
+    def sign(
+        self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
+    ) -> str:
         """Sign arbitrary claims as they are (tests use it to craft bad ones)."""
         header = {"kid": self.key.kid, **(headers or {})}
-        return jwt.encode(dict(claims), self.key.private_key, algorithm=self.key.algorithm, headers=header)
+        return jwt.encode(
+            dict(claims),
+            self.key.private_key,
+            algorithm=self.key.algorithm,
+            headers=header,
+        )

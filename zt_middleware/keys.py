@@ -137,7 +137,9 @@ def key_from_jwk(jwk: Any, allowed: frozenset[str]) -> VerificationKey:
     if use is not None and use != "sig":
         raise ConfigurationError(f"JWK {kid!r}: use is {use!r}, not 'sig'")
     key_ops = jwk.get("key_ops")
-    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+    if key_ops is not None and (
+        not isinstance(key_ops, list) or "verify" not in key_ops
+    ):
         raise ConfigurationError(f"JWK {kid!r}: key_ops does not include 'verify'")
 
     # Parse with PyJWT's own JWK readers; their messages may quote the key,
@@ -175,8 +177,10 @@ def key_from_pem(kid: str, pem: bytes, allowed: frozenset[str]) -> VerificationK
     algorithms = algorithms_for(material, allowed)
     if not algorithms:
         raise ConfigurationError(f"pem_keys[{kid!r}]: no allowed algorithm fits")
-    kty = "RSA" if isinstance(material, rsa.RSAPublicKey) else (
-        "EC" if isinstance(material, ec.EllipticCurvePublicKey) else "OKP"
+    kty = (
+        "RSA"
+        if isinstance(material, rsa.RSAPublicKey)
+        else ("EC" if isinstance(material, ec.EllipticCurvePublicKey) else "OKP")
     )
 
     return VerificationKey(kid=kid, kty=kty, algorithms=algorithms, material=material)
@@ -195,7 +199,8 @@ def algorithms_for(material: Any, allowed: frozenset[str]) -> frozenset[str]:
         return frozenset({"EdDSA"}) & allowed
     if isinstance(material, bytes):
         return frozenset(
-            alg for alg, size in _HMAC_MIN_BYTES.items()
+            alg
+            for alg, size in _HMAC_MIN_BYTES.items()
             if alg in allowed and len(material) >= size
         )
     return frozenset()
@@ -314,7 +319,7 @@ class JWKSSource:
                 # An identity provider's hiccup must not become an
                 # outage: an empty set never replaces a good one.
                 raise ValueError("JWKS holds no usable key")
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the old set
+        except Exception as exc:
             logger.error(
                 "JWKS fetch from %s failed (%s); %s",
                 redact_url(self.url),
@@ -327,8 +332,12 @@ class JWKSSource:
         if fingerprint != self._fingerprint:
             self.generation += 1
             self._fingerprint = fingerprint
-            logger.info("JWKS from %s: %d key(s) %s", redact_url(self.url), len(keys),
-                        [k.kid for k in keys.keys])
+            logger.info(
+                "JWKS from %s: %d key(s) %s",
+                redact_url(self.url),
+                len(keys),
+                [k.kid for k in keys.keys],
+            )
         self._keys = keys
         self._fetched_at = self._clock()
 
@@ -351,8 +360,11 @@ def _fingerprint(key: VerificationKey) -> tuple[str, str, bytes]:
 def _open_url(url: str, timeout: float, max_bytes: int) -> bytes:
     """GET ``url``; ``timeout`` bounds the whole fetch, not each read."""
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked at start
+        url, headers={"Accept": "application/json"}
+    )
     body = bytearray()
+    # The scheme was checked at start (http or https only).
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         while len(body) <= max_bytes:
             # read1 returns after one read of the socket: a server that
@@ -399,7 +411,9 @@ def key_source_from_settings(settings: Any) -> KeySource:
             with open(path, "rb") as fh:
                 keys.append(key_from_pem(kid, fh.read(), allowed))
         except OSError as exc:
-            raise ConfigurationError(f"pem_keys[{kid!r}]: cannot read {path!r}") from exc
+            raise ConfigurationError(
+                f"pem_keys[{kid!r}]: cannot read {path!r}"
+            ) from exc
     if not keys:
         raise ConfigurationError("keys: the configured key set holds no usable key")
 

@@ -117,7 +117,9 @@ class RiskEngine:
         change: SessionChange,
         now: float,
     ) -> Assessment:
-        place, anonymity, verdict = self._lookup(address) if address else (None, (), None)
+        place, anonymity, verdict = (
+            self._lookup(address) if address else (None, (), None)
+        )
         found: list[str] = []
 
         # The device and the network, against the subject and the session.
@@ -183,7 +185,9 @@ class RiskEngine:
         )
 
 
-def _posture_from(settings: Settings, clock: Callable[[], float]) -> PostureVerifier | None:
+def _posture_from(
+    settings: Settings, clock: Callable[[], float]
+) -> PostureVerifier | None:
     document: Any = settings.posture_jwks
     if settings.posture_jwks_file:
         try:

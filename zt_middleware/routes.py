@@ -200,7 +200,9 @@ class RouteTable:
     Patterns match whole paths: ``/healthz`` does not cover ``/healthzevil``.
     """
 
-    def __init__(self, rules: Iterable[RouteRule], *, case_insensitive: bool = False) -> None:
+    def __init__(
+        self, rules: Iterable[RouteRule], *, case_insensitive: bool = False
+    ) -> None:
         self.case_insensitive = case_insensitive
         self._rules = [
             (

@@ -54,7 +54,8 @@ def compare(state: StateRead, device: str | None, network: str | None) -> Sessio
         device=device,
         network=network,
         previous=previous,
-        new_device_for_subject=device is not None and device not in state.subject_devices,
+        new_device_for_subject=device is not None
+        and device not in state.subject_devices,
         new_network_for_subject=network is not None
         and network not in state.subject_networks,
         device_changed=previous is not None and previous.device != device,

@@ -177,7 +177,8 @@ class Settings:
         # Inline keys may hold HMAC secrets: never shown.
         return (
             f"Settings(issuer={self.issuer!r}, audience={self.audience!r}, "
-            f"jwks_url={self.jwks_url and redact_url(self.jwks_url)!r}, algorithms={list(self.algorithms)!r}, "
+            f"jwks_url={self.jwks_url and redact_url(self.jwks_url)!r}, "
+            f"algorithms={list(self.algorithms)!r}, "
             f"routes={len(self.routes)}, jwks={'[secure]' if self.jwks else None})"
         )
 
@@ -361,7 +362,9 @@ def _positive_float(name: str, value: Any) -> float:
 
 def _boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigurationError(f"{name}: expected true or false, got {_describe(value)}")
+        raise ConfigurationError(
+            f"{name}: expected true or false, got {_describe(value)}"
+        )
     return value
 
 
@@ -464,7 +467,8 @@ def _routes(name: str, value: Any) -> tuple[RouteRule, ...]:
                     "for one segment or {name:path} for the rest"
                 )
         methods = frozenset(
-            m.upper() for m in _string_list(f"{where}.methods", entry.get("methods", ["*"]))
+            m.upper()
+            for m in _string_list(f"{where}.methods", entry.get("methods", ["*"]))
         )
         if not methods <= _METHODS:
             raise ConfigurationError(
@@ -486,11 +490,15 @@ def _routes(name: str, value: Any) -> tuple[RouteRule, ...]:
                 scopes=scopes,
                 public=is_public,
                 acr=_optional_string(f"{where}.acr", entry.get("acr")),
-                max_age=_integer(0, optional=True)(f"{where}.max_age", entry.get("max_age")),
+                max_age=_integer(0, optional=True)(
+                    f"{where}.max_age", entry.get("max_age")
+                ),
                 challenge_at=_integer(0, optional=True)(
                     f"{where}.challenge_at", entry.get("challenge_at")
                 ),
-                deny_at=_integer(0, optional=True)(f"{where}.deny_at", entry.get("deny_at")),
+                deny_at=_integer(0, optional=True)(
+                    f"{where}.deny_at", entry.get("deny_at")
+                ),
             )
         )
 
@@ -509,7 +517,13 @@ def _scope_set(name: str, value: Any) -> frozenset[str]:
 
 def _store_url(name: str, value: Any) -> str:
     url = _string(name, value)
-    if urlsplit(url).scheme not in ("memory", "sqlite", "redis", "rediss", "redis+sentinel"):
+    if urlsplit(url).scheme not in (
+        "memory",
+        "sqlite",
+        "redis",
+        "rediss",
+        "redis+sentinel",
+    ):
         raise ConfigurationError(
             f"{name}: expected memory://, sqlite:///path, redis://, rediss:// "
             "or redis+sentinel://, "
@@ -536,7 +550,8 @@ def _weights(name: str, value: Any) -> Mapping[str, int]:
     for signal, weight in mapping.items():
         if isinstance(weight, bool) or not isinstance(weight, int):
             raise ConfigurationError(
-                f"{name}[{signal!r}]: expected an integer weight, got {_describe(weight)}"
+                f"{name}[{signal!r}]: expected an integer weight, "
+                f"got {_describe(weight)}"
             )
         weights[_string(f"{name} key", signal)] = weight
     return weights

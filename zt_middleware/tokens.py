@@ -252,22 +252,30 @@ def _scopes(claims: dict[str, Any]) -> frozenset[str]:
     scope = claims.get("scope")
     if scope is not None:
         if not isinstance(scope, str):
-            raise InvalidToken("the scope claim is not a string", reason=reasons.CLAIM_INVALID)
+            raise InvalidToken(
+                "the scope claim is not a string", reason=reasons.CLAIM_INVALID
+            )
         return frozenset(scope.split())
 
     scp = claims.get("scp")
     if scp is not None:
         if not isinstance(scp, list) or not all(isinstance(s, str) for s in scp):
-            raise InvalidToken("the scp claim is not a list", reason=reasons.CLAIM_INVALID)
+            raise InvalidToken(
+                "the scp claim is not a list", reason=reasons.CLAIM_INVALID
+            )
         return frozenset(scp)
 
     return frozenset()
 
 
-def _principal(claims: dict[str, Any], issued_at: float, expires_at: float) -> Principal:
+def _principal(
+    claims: dict[str, Any], issued_at: float, expires_at: float
+) -> Principal:
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
-        raise InvalidToken("the sub claim is not a string", reason=reasons.CLAIM_INVALID)
+        raise InvalidToken(
+            "the sub claim is not a string", reason=reasons.CLAIM_INVALID
+        )
 
     amr = claims.get("amr", [])
     if not isinstance(amr, list) or not all(isinstance(m, str) for m in amr):

@@ -177,4 +177,6 @@ class Store(ABC):
 
 def check_kind(kind: str) -> None:
     if kind not in REVOCATION_KINDS:
-        raise ValueError(f"revocation kind: expected one of {REVOCATION_KINDS}, got {kind!r}")
+        raise ValueError(
+            f"revocation kind: expected one of {REVOCATION_KINDS}, got {kind!r}"
+        )

@@ -26,7 +26,9 @@ class MemoryStore(Store):
     SQLite or Redis store so that a revocation holds in all of them.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, max_entries: int = 100_000) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, max_entries: int = 100_000
+    ) -> None:
         self._clock = clock
         self._max_entries = max_entries
         self._lock = threading.Lock()
@@ -39,7 +41,10 @@ class MemoryStore(Store):
         self._networks: dict[str, dict[str, float]] = {}
 
     def __repr__(self) -> str:
-        return f"MemoryStore(revocations={len(self._revoked)}, sessions={len(self._sessions)})"
+        return (
+            f"MemoryStore(revocations={len(self._revoked)}, "
+            f"sessions={len(self._sessions)})"
+        )
 
     def read(self, keys: StateKeys) -> StateRead:
         now = self._clock()
@@ -169,8 +174,14 @@ class MemoryStore(Store):
     def _trim(self, now: float) -> None:
         # Bounded memory: past the limit, drop what has expired, then the
         # oldest histories. Revocations are never dropped early.
-        tables = (self._once, self._sessions, self._last, self._devices, self._networks,
-                  self._values)
+        tables = (
+            self._once,
+            self._sessions,
+            self._last,
+            self._devices,
+            self._networks,
+            self._values,
+        )
         for table in tables:
             if len(table) <= self._max_entries:
                 continue
