@@ -242,7 +242,8 @@ def test_ordinary_token_keeps_working_across_many_requests_and_workers(
 def test_session_change_reports_new_device_device_change_and_network_change(
     guard: Callable[..., Guard], mint: Callable[..., str]
 ) -> None:
-    worker = guard()
+    # The risk score of these changes is not the subject here: no challenge.
+    worker = guard(risk_challenge_at=1000, risk_deny_at=1000)
     token = mint(scopes=["orders:read"], session_id="s1")
 
     def change(**ctx: Any) -> tuple[bool, bool, bool, bool]:

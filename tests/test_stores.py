@@ -23,7 +23,9 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.connection
 import redis.cluster
+import redis.connection
 from redis.crc import key_slot
 from redis_server import (
     RedisServer,
@@ -34,7 +36,14 @@ from redis_server import (
 )
 
 from zt_middleware.errors import ConfigurationError, StoreUnavailable
-from zt_middleware.stores import MemoryStore, StateKeys, StateRead, StateWrite, Store
+from zt_middleware.stores import (
+    MemoryStore,
+    SessionRecord,
+    StateKeys,
+    StateRead,
+    StateWrite,
+    Store,
+)
 from zt_middleware.stores.redis import RedisStore
 from zt_middleware.stores.sqlite import SQLiteStore
 from zt_middleware.stores.urls import store_from_url
@@ -158,11 +167,15 @@ def test_session_keeps_its_last_request_and_subject_keeps_every_device(
     assert store.read(StateKeys("bob", "s9")).subject_devices == {"dev-z"}
 
 
-def test_a_request_without_session_or_context_records_nothing(backend: Backend) -> None:
+def test_a_request_without_session_or_context_records_only_the_subjects_last(
+    backend: Backend,
+) -> None:
     update = backend.update(session_id=None, device=None, network=None)
 
     assert backend.store.write(update) is True
-    assert backend.store.read(StateKeys("alice")) == StateRead()
+    assert backend.store.read(StateKeys("alice")) == StateRead(
+        subject_last=update.record()
+    )
 
 
 def test_one_time_key_is_claimed_once(backend: Backend) -> None:
@@ -285,48 +298,283 @@ def test_async_twins_read_and_write_the_same_state(backend: Backend) -> None:
 def test_one_time_claim_from_five_threads_has_exactly_one_winner(
     backend: Backend,
 ) -> None:
-    start = threading.Barrier(5)
-    results: list[bool] = []
+    def claim() -> list[bool]:
+        return [backend.store.write(backend.update(once_key="race", once_ttl=60))]
 
-    def claim() -> None:
-        start.wait()
-        results.append(
-            backend.store.write(backend.update(once_key="race", once_ttl=60))
-        )
-
-    threads = [threading.Thread(target=claim) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
-    assert sorted(results) == [False, False, False, False, True]
-
-
-def _claim_in_process(url: str, key: str, ready: Any, go: Any, results: Any) -> None:
-    store = store_from_url(url)
-    update = StateWrite(
-        "alice", "s1", "dev", None, time.time(), DAY, once_key=key, once_ttl=60
-    )
-    store.read(StateKeys("alice"))  # connected and warm before the race
-    ready.release()
-    go.wait(timeout=30)
-    results.put(store.write(update))
-    store.close()
+    assert race_in_threads(claim) == [False, False, False, False, True]
 
 
 def test_one_time_claim_from_five_processes_has_exactly_one_winner(
     shared_backend: Backend,
 ) -> None:
     assert shared_backend.url is not None
+
+    outcomes = race_in_processes(shared_backend.url, "write")
+
+    assert outcomes == [False, False, False, False, True]
+
+
+# -- where requests came from ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "place",
+    [("DE", 52.520008, 13.404954), ("FR", None, None), (None, None, None)],
+    ids=["country-and-point", "country-only", "unknown"],
+)
+def test_place_of_a_request_is_read_back_for_its_session_and_its_subject(
+    backend: Backend, place: tuple[str | None, float | None, float | None]
+) -> None:
+    country, latitude, longitude = place
+    update = backend.update(
+        seen_at=1234.5, country=country, latitude=latitude, longitude=longitude
+    )
+    backend.store.write(update)
+
+    state = backend.store.read(StateKeys("alice", "s1"))
+
+    assert state.session == state.subject_last == update.record()
+    assert state.session == SessionRecord(
+        "dev-a", "10.0.0.0/24", 1234.5, country, latitude, longitude
+    )
+
+
+def test_subjects_last_request_follows_the_latest_write_in_any_session(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    paris = backend.update(
+        session_id="s1",
+        seen_at=1000.0,
+        country="FR",
+        latitude=48.8566,
+        longitude=2.3522,
+    )
+    tokyo = backend.update(
+        session_id="s2",
+        seen_at=1060.0,
+        country="JP",
+        latitude=35.6762,
+        longitude=139.6503,
+        device="dev-b",
+    )
+    store.write(paris)
+    store.write(tokyo)
+    store.write(backend.update("bob", session_id="s9", country="US"))
+
+    in_s1 = store.read(StateKeys("alice", "s1"))
+    anywhere = store.read(StateKeys("alice"))
+
+    assert in_s1.session == paris.record()
+    assert in_s1.subject_last == anywhere.subject_last == tokyo.record()
+    assert anywhere.session is None
+    bob = store.read(StateKeys("bob")).subject_last
+    assert bob is not None and bob.country == "US"
+
+
+# -- step-up primitives, on every store ---------------------------------------------
+
+# A caller's key with its own Redis Cluster hash tag, and one without.
+USED = "totp:used:{sub:alice}:57"
+LOCKOUT = "lockout:alice"
+SECRET = bytes(range(256))
+
+
+def test_claim_is_true_once_then_false_until_it_expires(backend: Backend) -> None:
+    store = backend.store
+
+    assert [store.claim(USED, 1), store.claim(USED, 1)] == [True, False]
+    assert store.claim("totp:used:{sub:alice}:58", 1) is True
+
+    backend.wait(1.1)
+
+    assert [store.claim(USED, 60), store.claim(USED, 60)] == [True, False]
+
+
+def test_count_adds_one_and_reads_back_as_digits(backend: Backend) -> None:
+    store = backend.store
+
+    assert [store.count(LOCKOUT, 60) for _ in range(3)] == [1, 2, 3]
+    assert store.get(LOCKOUT) == b"3"
+    assert store.count("lockout:bob", 60) == 1
+
+
+def test_count_ttl_starts_at_the_first_increment_and_is_not_extended(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    assert store.count(LOCKOUT, 1) == 1
+
+    backend.wait(0.5)
+    assert store.count(LOCKOUT, 1) == 2
+
+    # 1.1 s after the first count: gone, though the second was 0.6 s ago.
+    backend.wait(0.6)
+    assert store.get(LOCKOUT) is None
+    assert store.count(LOCKOUT, 1) == 1
+
+
+def test_put_get_and_delete_a_value(backend: Backend) -> None:
+    store = backend.store
+    assert store.get(LOCKOUT) is None
+
+    store.put(LOCKOUT, b"first")
+    store.put(LOCKOUT, b"second")
+    assert store.get(LOCKOUT) == b"second"
+
+    store.delete(LOCKOUT)
+    store.delete(LOCKOUT)  # already gone: no error
+    assert store.get(LOCKOUT) is None
+
+
+@pytest.mark.parametrize("value", [SECRET, b"", b"\x00", SECRET[::-1] * 16])
+def test_binary_values_round_trip_byte_for_byte(backend: Backend, value: bytes) -> None:
+    backend.store.put("totp:secret:{sub:alice}", value)
+
+    assert backend.store.get("totp:secret:{sub:alice}") == value
+
+
+def test_value_with_ttl_expires_and_one_without_is_kept(backend: Backend) -> None:
+    store = backend.store
+    store.put("kept", b"k")
+    store.put("brief", b"b", ttl=1)
+    store.put("made-permanent", b"old", ttl=1)
+    store.put("made-permanent", b"new")  # a put replaces the TTL too
+    assert store.get("brief") == b"b"
+
+    backend.wait(1.1)
+
+    assert store.get("kept") == b"k"
+    assert store.get("brief") is None
+    assert store.get("made-permanent") == b"new"
+
+
+def test_delete_forgets_a_claim_and_a_counter(backend: Backend) -> None:
+    store = backend.store
+    store.claim(USED, 60)
+    store.count(LOCKOUT, 60)
+    store.count(LOCKOUT, 60)
+
+    store.delete(USED)
+    store.delete(LOCKOUT)
+
+    assert store.claim(USED, 60) is True
+    assert store.count(LOCKOUT, 60) == 1
+
+
+def test_step_up_keys_are_apart_from_one_time_tokens(backend: Backend) -> None:
+    store = backend.store
+    assert store.claim("t1", 60) is True
+
+    assert store.write(backend.update(once_key="t1", once_ttl=60)) is True
+    assert store.get("t1") == b"1"
+
+
+def test_claim_from_five_threads_has_exactly_one_winner(backend: Backend) -> None:
+    outcomes = race_in_threads(lambda: [backend.store.claim(USED, 60)])
+
+    assert outcomes == [False, False, False, False, True]
+
+
+def test_count_from_five_threads_counts_every_increment_once(
+    backend: Backend,
+) -> None:
+    outcomes = race_in_threads(
+        lambda: [backend.store.count(LOCKOUT, 60) for _ in range(20)]
+    )
+
+    assert outcomes == list(range(1, 101))
+    assert backend.store.get(LOCKOUT) == b"100"
+
+
+def test_five_processes_get_one_claim_and_every_count_once(
+    shared_backend: Backend,
+) -> None:
+    assert shared_backend.url is not None
+
+    # Each process claims once, then counts twenty times.
+    outcomes = race_in_processes(shared_backend.url, "step-up")
+
+    claims = [value for action, value in outcomes if action == "claim"]
+    counts = [value for action, value in outcomes if action == "count"]
+    assert claims == [False, False, False, False, True]
+    assert counts == list(range(1, 101))
+
+
+def test_async_twins_of_the_step_up_primitives_share_the_state(
+    backend: Backend,
+) -> None:
+    store = backend.store
+
+    async def run() -> list[Any]:
+        try:
+            return [
+                await store.aclaim(USED, 60),
+                await store.aclaim(USED, 60),
+                await store.acount(LOCKOUT, 60),
+                await store.acount(LOCKOUT, 60),
+                await store.aput("totp:secret:{sub:alice}", SECRET, 60),
+                await store.aget("totp:secret:{sub:alice}"),
+                await store.adelete("totp:secret:{sub:alice}"),
+                await store.aget("totp:secret:{sub:alice}"),
+            ]
+        finally:
+            if isinstance(store, RedisStore):
+                await store.aclose()
+
+    results = asyncio.run(run())
+
+    assert results == [True, False, 1, 2, None, SECRET, None, None]
+    assert store.claim(USED, 60) is False
+    assert store.count(LOCKOUT, 60) == 3
+
+
+# -- racing helpers -----------------------------------------------------------------
+
+
+def race_in_threads(action: Callable[[], list[Any]]) -> list[Any]:
+    """Everything ``action`` returned in five threads started at once, sorted."""
+    start = threading.Barrier(5)
+    results: list[Any] = []
+
+    def run() -> None:
+        start.wait(timeout=30)
+        results.extend(action())
+
+    threads = [threading.Thread(target=run) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    return sorted(results)
+
+
+def _race_in_process(url: str, action: str, ready: Any, go: Any, results: Any) -> None:
+    store = store_from_url(url)
+    store.read(StateKeys("alice"))  # connected and warm before the race
+    ready.release()
+    go.wait(timeout=30)
+    if action == "write":
+        update = StateWrite(
+            "alice", "s1", "dev", None, time.time(), DAY, once_key="race", once_ttl=60
+        )
+        results.put([store.write(update)])
+    else:
+        claim = ("claim", store.claim(USED, 60))
+        counts = [("count", store.count(LOCKOUT, 60)) for _ in range(20)]
+        results.put([claim, *counts])
+    store.close()
+
+
+def race_in_processes(url: str, action: str) -> list[Any]:
+    """Everything five processes got from ``action`` ("write" or "step-up")
+    on the store at ``url``, started at once, sorted."""
     # spawn, not fork: the parent may have threads (the event loop's, SQLite's).
     context = multiprocessing.get_context("spawn")
     ready, go, results = context.Semaphore(0), context.Event(), context.Queue()
     workers = [
-        context.Process(
-            target=_claim_in_process,
-            args=(shared_backend.url, "race", ready, go, results),
-        )
+        context.Process(target=_race_in_process, args=(url, action, ready, go, results))
         for _ in range(5)
     ]
     for worker in workers:
@@ -335,12 +583,12 @@ def test_one_time_claim_from_five_processes_has_exactly_one_winner(
         assert ready.acquire(timeout=30)
 
     go.set()
-    outcomes = sorted(results.get(timeout=30) for _ in workers)
+    outcomes = sorted(value for _ in workers for value in results.get(timeout=30))
     for worker in workers:
         worker.join(timeout=30)
-
-    assert outcomes == [False, False, False, False, True]
     assert all(worker.exitcode == 0 for worker in workers)
+
+    return outcomes
 
 
 # -- SQLite ---------------------------------------------------------------------
@@ -354,7 +602,14 @@ def test_sqlite_file_is_in_wal_mode_with_its_schema(tmp_path: Path) -> None:
     store.close()
 
     assert mode == "wal"
-    assert {"zt_revocations", "zt_once", "zt_sessions", "zt_history"} <= tables
+    assert {
+        "zt_revocations",
+        "zt_once",
+        "zt_sessions",
+        "zt_history",
+        "zt_last",
+        "zt_values",
+    } <= tables
 
 
 def test_sqlite_second_store_on_the_same_file_sees_the_first_ones_writes(
@@ -397,12 +652,12 @@ def test_sqlite_expired_rows_are_purged_a_bounded_batch_at_a_time(
     store.write(StateWrite("later", "s-later", "d", "n", clock(), DAY))
     counts = [
         store.connection().execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
-        for table in ("zt_once", "zt_sessions", "zt_revocations")
+        for table in ("zt_once", "zt_sessions", "zt_last", "zt_revocations")
     ]
     store.close()
 
     # The sixth write purges: two expired rows of each table at most.
-    assert counts == [2, 3, 0]
+    assert counts == [2, 3, 3, 0]
 
 
 def test_sqlite_file_that_is_no_database_is_store_unavailable(tmp_path: Path) -> None:
@@ -429,6 +684,108 @@ def test_sqlite_failure_while_serving_is_store_unavailable(tmp_path: Path) -> No
     with pytest.raises(StoreUnavailable, match="write failed"):
         store.write(StateWrite("alice", "s1", "d", None, time.time(), DAY))
     store.close()
+
+
+def test_sqlite_step_up_primitive_failure_is_store_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "zt.db"))
+    store.connection().execute("DROP TABLE zt_values")
+    calls: dict[str, Callable[[], object]] = {
+        "claim": lambda: store.claim(USED, 60),
+        "count": lambda: store.count(LOCKOUT, 60),
+        "get": lambda: store.get(LOCKOUT),
+        "put": lambda: store.put(LOCKOUT, b"x"),
+        "delete": lambda: store.delete(LOCKOUT),
+    }
+
+    for action, call in calls.items():
+        with pytest.raises(StoreUnavailable, match=f"{action} failed"):
+            call()
+    with pytest.raises(StoreUnavailable, match="claim failed"):
+        asyncio.run(store.aclaim(USED, 60))
+    store.close()
+
+
+# The schema the first SQLite store wrote, version 1.
+SCHEMA_1 = """
+CREATE TABLE zt_revocations (
+    kind TEXT NOT NULL, value TEXT NOT NULL,
+    revoked_at REAL NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+CREATE TABLE zt_once (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE zt_sessions (
+    sid TEXT PRIMARY KEY, device TEXT, network TEXT,
+    seen_at REAL NOT NULL, expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE zt_history (
+    subject TEXT NOT NULL, kind TEXT NOT NULL, item TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (subject, kind, item)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+"""
+
+
+def test_sqlite_file_of_schema_version_1_is_upgraded_keeping_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "zt.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_1)
+        db.execute(
+            "INSERT INTO zt_sessions VALUES ('s1', 'dev-a', 'net', 1000.0, ?)",
+            (time.time() + DAY,),
+        )
+        db.commit()
+
+    store = SQLiteStore(str(path))
+    kept = store.read(StateKeys("alice", "s1")).session
+    update = StateWrite("alice", "s2", "dev-b", None, 2000.0, DAY, country="DE")
+    store.write(update)
+    written = store.read(StateKeys("alice", "s2"))
+    claimed = store.claim(USED, 60)
+    version = store.connection().execute("PRAGMA user_version").fetchone()[0]
+    store.close()
+
+    assert kept == SessionRecord("dev-a", "net", 1000.0)
+    assert written.session == written.subject_last == update.record()
+    assert claimed and version == 2
+
+
+def test_sqlite_file_of_a_newer_schema_is_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "zt.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 99")
+
+    with pytest.raises(StoreUnavailable, match="schema version 99"):
+        SQLiteStore(str(path))
+
+
+def test_sqlite_step_up_writes_are_one_transaction_and_get_one_select(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(str(tmp_path / "zt.db"))
+    statements: list[str] = []
+    store.connection().set_trace_callback(statements.append)
+    calls: dict[str, Callable[[], object]] = {
+        "claim": lambda: store.claim(USED, 60),
+        "count": lambda: store.count(LOCKOUT, 60),
+        "put": lambda: store.put("secret", SECRET),
+        "delete": lambda: store.delete("secret"),
+        "get": lambda: store.get(LOCKOUT),
+    }
+    traced = {}
+    for action, call in calls.items():
+        statements.clear()
+        call()
+        traced[action] = list(statements)
+    store.close()
+
+    get = traced.pop("get")
+    assert len(get) == 1 and get[0].lstrip().startswith("SELECT")
+    for action, trace in traced.items():
+        assert trace[0] == "BEGIN IMMEDIATE" and trace[-1] == "COMMIT", action
+        assert sum(s.startswith(("BEGIN", "COMMIT")) for s in trace) == 2, action
 
 
 def test_sqlite_read_is_one_statement_and_write_one_transaction(tmp_path: Path) -> None:
@@ -477,6 +834,7 @@ def test_redis_keys_of_a_session_a_token_and_a_subject_share_their_slot(
         "zt:{jti:t-1}:used",
         "zt:{sid:s-1}:last",
         "zt:{sid:s-1}:revoked:sid",
+        "zt:{sub:alice}:last",
         "zt:{sub:alice}:revoked:sub",
         "zt:{sub:alice}:revoked:svc",
         "zt:{sub:alice}:seen",
@@ -497,11 +855,151 @@ def test_redis_every_key_has_a_ttl(redis_server: RedisServer) -> None:
     now = time.time()
     store.write(StateWrite("alice", "s-1", "dev", "10.0.0.0/24", now, 3600, "t-1", 60))
     store.revoke("sub", "alice", now=now, ttl=900)
+    store.claim(USED, 90)
+    store.count(LOCKOUT, 900)
+    store.put("totp:secret:{sub:alice}", SECRET, ttl=600)
 
     ttls = {key.decode(): store.client.ttl(key) for key in store.client.scan_iter("*")}
+    store.put("kept", b"until deleted")
+    kept = store.client.ttl("zt:{kv:kept}")
     store.close()
 
-    assert ttls and all(0 < ttl <= 3600 for ttl in ttls.values()), ttls
+    assert len(ttls) == 9
+    assert all(0 < ttl <= 3600 for ttl in ttls.values()), ttls
+    assert kept == -1  # a put without ttl: the one key that has none
+
+
+def test_redis_step_up_key_keeps_a_callers_hash_tag_and_tags_any_other_whole(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.flush()
+    store = store_from_url(redis_server.url)
+    assert isinstance(store, RedisStore)
+    store.claim(USED, 60)
+    store.count(LOCKOUT, 60)
+    store.put("odd:{}:key", b"{} is no hash tag to Redis", 60)
+    store.put("{kv:lockout:alice}", b"must not pass for LOCKOUT", 60)
+
+    keys = sorted(key.decode() for key in store.client.scan_iter("zt:*"))
+    lockout = store.get(LOCKOUT)
+    store.close()
+
+    assert keys == [
+        "zt:kv:totp:used:{sub:alice}:57",
+        "zt:kv:{kv:lockout:alice}",
+        "zt:{kv:lockout:alice}",
+        "zt:{kv:odd:{}:key}",
+    ]
+    assert lockout == b"1"
+    # The caller's tag puts its key beside the subject's own keys.
+    assert key_slot(keys[0].encode()) == key_slot(b"zt:{sub:alice}:last")
+
+
+def test_redis_step_up_primitives_are_one_round_trip_each(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_server.flush()
+    store = store_from_url(redis_server.url)
+    assert isinstance(store, RedisStore)
+    sent = count_round_trips(monkeypatch)
+    calls: dict[str, Callable[[], object]] = {
+        "claim": lambda: store.claim(USED, 60),
+        "count": lambda: store.count(LOCKOUT, 60),
+        "put": lambda: store.put("secret", SECRET, 60),
+        "get": lambda: store.get("secret"),
+        "delete": lambda: store.delete("secret"),
+    }
+    acalls: dict[str, Callable[[], Any]] = {
+        "aclaim": lambda: store.aclaim(USED, 60),
+        "acount": lambda: store.acount(LOCKOUT, 60),
+        "aput": lambda: store.aput("secret", SECRET, 60),
+        "aget": lambda: store.aget("secret"),
+        "adelete": lambda: store.adelete("secret"),
+    }
+    trips: dict[str, int] = {}
+
+    store.client.ping()  # connected before counting: the handshake is no call's
+    for name, call in calls.items():
+        before = sent[0]
+        call()
+        trips[name] = sent[0] - before
+
+    async def run() -> None:
+        try:
+            await store.async_client.ping()
+            for name, call in acalls.items():
+                before = sent[0]
+                await call()
+                trips[name] = sent[0] - before
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())
+    store.close()
+
+    assert trips == {name: 1 for name in [*calls, *acalls]}
+
+
+def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list counting what redis-py sends: one per command or
+    pipeline, sync or asyncio."""
+    sent = [0]
+    sync_send = redis.connection.AbstractConnection.send_packed_command
+    async_send = redis.asyncio.connection.AbstractConnection.send_packed_command
+
+    def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        sync_send(conn, command, check_health)
+
+    async def acounted(conn: Any, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        await async_send(conn, command, check_health)
+
+    monkeypatch.setattr(
+        redis.connection.AbstractConnection, "send_packed_command", counted
+    )
+    monkeypatch.setattr(
+        redis.asyncio.connection.AbstractConnection, "send_packed_command", acounted
+    )
+
+    return sent
+
+
+def test_redis_unreachable_step_up_primitives_are_store_unavailable() -> None:
+    store = store_from_url(f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    calls: dict[str, Callable[[], object]] = {
+        "claim": lambda: store.claim(USED, 60),
+        "count": lambda: store.count(LOCKOUT, 60),
+        "get": lambda: store.get(LOCKOUT),
+        "put": lambda: store.put(LOCKOUT, b"x"),
+        "delete": lambda: store.delete(LOCKOUT),
+    }
+    for action, call in calls.items():
+        with pytest.raises(StoreUnavailable, match=f"{action} failed"):
+            call()
+
+    async def run() -> list[str]:
+        failures = []
+        try:
+            for call in (
+                store.aclaim(USED, 60),
+                store.acount(LOCKOUT, 60),
+                store.aget(LOCKOUT),
+                store.aput(LOCKOUT, b"x"),
+                store.adelete(LOCKOUT),
+            ):
+                with pytest.raises(StoreUnavailable) as caught:
+                    await call
+                failures.append(caught.value.description)
+        finally:
+            await store.aclose()  # type: ignore[attr-defined]
+        return failures
+
+    failures = asyncio.run(run())
+    store.close()
+
+    assert len(failures) == 5
+    assert not any("hunter2" in failure for failure in failures)
 
 
 def test_redis_prefix_keeps_two_deployments_apart(redis_server: RedisServer) -> None:
@@ -599,17 +1097,28 @@ def test_redis_store_works_on_a_real_cluster_sync_and_async(tmp_path: Path) -> N
         store.revoke("sub", "alice", now=now, ttl=60)
         first = store.write(StateWrite("alice", "s1", "d", "n", now, DAY, "t1", 60))
         again = store.write(StateWrite("alice", "s1", "d", "n", now, DAY, "t1", 60))
+        steps = [store.claim(USED, 60), store.claim(USED, 60)]
+        steps += [store.count(LOCKOUT, 60), store.count(LOCKOUT, 60)]
+        store.put("totp:secret:{sub:alice}", SECRET)
 
-        async def run() -> tuple[bool, StateRead]:
+        async def run() -> tuple[bool, StateRead, list[Any]]:
             try:
                 claimed = await store.awrite(
                     StateWrite("alice", "s2", "e", None, now, DAY, "t2", 60)
                 )
-                return claimed, await store.aread(StateKeys("alice", "s2", "t1"))
+                state = await store.aread(StateKeys("alice", "s2", "t1"))
+                asteps = [
+                    await store.aclaim(USED, 60),
+                    await store.acount(LOCKOUT, 60),
+                    await store.aget("totp:secret:{sub:alice}"),
+                    await store.adelete("totp:secret:{sub:alice}"),
+                    await store.aget("totp:secret:{sub:alice}"),
+                ]
+                return claimed, state, asteps
             finally:
                 await store.aclose()
 
-        claimed, state = asyncio.run(run())
+        claimed, state, asteps = asyncio.run(run())
         listed = store.revocations(now=now)
         store.close()
 
@@ -617,7 +1126,10 @@ def test_redis_store_works_on_a_real_cluster_sync_and_async(tmp_path: Path) -> N
     assert state.subject_revoked_before == pytest.approx(now)
     assert state.subject_devices == {"d", "e"}
     assert state.session is not None and state.session.device == "e"
+    assert state.subject_last == state.session
     assert [(r.kind, r.value) for r in listed] == [("sub", "alice")]
+    assert steps == [True, False, 1, 2]
+    assert asteps == [False, 3, SECRET, None, None]
 
 
 # -- store_from_url ---------------------------------------------------------------
@@ -641,7 +1153,7 @@ def test_url_sqlite_absolute_and_relative_paths(
     relative.close()
 
 
-PASSWORD = "s3cret-pw"  # noqa: S105 - a test value, the point is not to see it
+PASSWORD = "s3cret-pw"  # a test value: the point is not to see it
 
 
 @pytest.mark.parametrize("scheme", ["redis", "rediss"])
@@ -707,6 +1219,15 @@ def test_url_errors_name_the_store_setting_and_never_the_password(
     assert caught.value.description.startswith("store: ")
     assert message in caught.value.description
     assert "s3cret" not in caught.value.description
+
+
+def test_redis_step_up_keys_of_the_two_forms_never_collide() -> None:
+    store = RedisStore(redis.Redis(), prefix="zt")
+
+    assert store._value_key("lockout:alice") == "zt:{kv:lockout:alice}"
+    assert store._value_key("{kv:lockout:alice}") == "zt:kv:{kv:lockout:alice}"
+    assert store._value_key("a:{b}") == "zt:kv:a:{b}"
+    assert store._value_key("a:{}b}") == "zt:{kv:a:{}b}}"
 
 
 def test_keys_of_unique_values_never_collide() -> None:

@@ -9,15 +9,30 @@ session's keys and a subject's keys each stay in one slot::
     zt:{jti:<jti>}:used           one-time claim        SET NX EX
     zt:{sid:<sid>}:revoked:sid    revoked session       GET / SET EX
     zt:{sid:<sid>}:last           the session's last    GET / SET EX
-                                  device and network
+                                  request and place
     zt:{sub:<sub>}:revoked:sub    subject revoked at    GET / SET EX
     zt:{sub:<sub>}:revoked:svc    service identity      GET / SET EX
+    zt:{sub:<sub>}:last           the subject's last    GET / SET EX
+                                  request, any session
     zt:{sub:<sub>}:seen           devices and networks  sorted set scored
                                   of the subject        by expiry
     zt:revocations                what is in force      sorted set, listing
+    zt:kv:<key>                   a step-up value, key  GET / SET / INCR
+                                  with its own tag
+    zt:{kv:<key>}                 one whose key has     GET / SET / INCR
+                                  no tag
 
-A read is at most six commands (five GETs, a ZRANGEBYSCORE); a write at
-most five (SET NX, SET, ZADD, ZREMRANGEBYSCORE, EXPIRE).
+A read is at most seven commands (six GETs, a ZRANGEBYSCORE); a write at
+most six (SET NX, two SETs, ZADD, ZREMRANGEBYSCORE, EXPIRE).
+
+The step-up primitives are one round trip each: ``claim`` is SET NX EX,
+``count`` a pipeline of INCR and EXPIRE NX (Redis 7 or later), ``get``,
+``put`` and ``delete`` are GET, SET and DEL. Their keys are the caller's. A
+key that holds a hash tag keeps it, so that the caller decides what shares
+a slot (``totp:used:{sub:alice}:123`` is ``zt:kv:totp:used:{sub:alice}:123``,
+in the slot of ``sub:alice``); any other key is tagged whole
+(``lockout:alice`` is ``zt:{kv:lockout:alice}``). The two forms never name
+the same key: one starts ``zt:kv:``, the other ``zt:{kv:``.
 
 Every key has a TTL: a revocation's until what it protects expires,
 history's ``history_ttl`` after its last use. Expiry is Redis's, so a
@@ -107,16 +122,18 @@ class RedisStore(Store):
     Sentinel ``master_for(...)`` client or ``redis.cluster.RedisCluster``;
     ``async_client`` its ``redis.asyncio`` counterpart, for ASGI and async
     Django. Without one, a plain ``redis.Redis`` gets an asyncio twin with
-    the same connection settings; for other clients ``aread`` and ``awrite``
-    run the sync client in a worker thread, which never blocks the loop.
+    the same connection settings; for other clients the async twins
+    (``aread``, ``awrite``, ``aclaim``, ...) run the sync client in a worker
+    thread, which never blocks the loop.
     An asyncio client belongs to the event loop it first ran on.
 
     Tested against a real single server, a real Sentinel (one sentinel, one
     master) and a real three-node Cluster, sync and asyncio each.
 
-    A refused one-time token still records its device and network: the claim
-    and the history travel in one pipeline, across slots, so the history
-    cannot wait for the claim's answer.
+    A refused one-time token still records its device, network and place
+    (as the subject's last request): the claim and the history travel in one
+    pipeline, across slots, so the history cannot wait for the claim's
+    answer.
     """
 
     def __init__(
@@ -164,8 +181,7 @@ class RedisStore(Store):
 
     def write(self, update: StateWrite) -> bool:
         pipe = self.client.pipeline(transaction=False)
-        if not self._queue_write(pipe, update, self._clock()):
-            return True
+        self._queue_write(pipe, update, self._clock())
         with self._errors("write"):
             replies = pipe.execute()
 
@@ -176,12 +192,90 @@ class RedisStore(Store):
             return await asyncio.to_thread(self.write, update)
 
         pipe = self.async_client.pipeline(transaction=False)
-        if not self._queue_write(pipe, update, self._clock()):
-            return True
+        self._queue_write(pipe, update, self._clock())
         with self._errors("write"):
             replies = await pipe.execute()
 
         return update.once_key is None or bool(replies[0])
+
+    # -- step-up primitives ------------------------------------------------------
+
+    def claim(self, key: str, ttl: int) -> bool:
+        with self._errors("claim"):
+            claimed = self.client.set(
+                self._value_key(key), b"1", nx=True, ex=_seconds(ttl)
+            )
+
+        return bool(claimed)
+
+    async def aclaim(self, key: str, ttl: int) -> bool:
+        if self.async_client is None:
+            return await asyncio.to_thread(self.claim, key, ttl)
+
+        with self._errors("claim"):
+            claimed = await self.async_client.set(
+                self._value_key(key), b"1", nx=True, ex=_seconds(ttl)
+            )
+
+        return bool(claimed)
+
+    def count(self, key: str, ttl: int) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_count(pipe, key, ttl)
+        with self._errors("count"):
+            value, _ = pipe.execute()
+
+        return int(value)
+
+    async def acount(self, key: str, ttl: int) -> int:
+        if self.async_client is None:
+            return await asyncio.to_thread(self.count, key, ttl)
+
+        pipe = self.async_client.pipeline(transaction=False)
+        self._queue_count(pipe, key, ttl)
+        with self._errors("count"):
+            value, _ = await pipe.execute()
+
+        return int(value)
+
+    def get(self, key: str) -> bytes | None:
+        with self._errors("get"):
+            value: bytes | None = self.client.get(self._value_key(key))
+
+        return value
+
+    async def aget(self, key: str) -> bytes | None:
+        if self.async_client is None:
+            return await asyncio.to_thread(self.get, key)
+
+        with self._errors("get"):
+            value: bytes | None = await self.async_client.get(self._value_key(key))
+
+        return value
+
+    def put(self, key: str, value: bytes, ttl: int | None = None) -> None:
+        expiry = None if ttl is None else _seconds(ttl)
+        with self._errors("put"):
+            self.client.set(self._value_key(key), bytes(value), ex=expiry)
+
+    async def aput(self, key: str, value: bytes, ttl: int | None = None) -> None:
+        if self.async_client is None:
+            return await asyncio.to_thread(self.put, key, value, ttl)
+
+        expiry = None if ttl is None else _seconds(ttl)
+        with self._errors("put"):
+            await self.async_client.set(self._value_key(key), bytes(value), ex=expiry)
+
+    def delete(self, key: str) -> None:
+        with self._errors("delete"):
+            self.client.delete(self._value_key(key))
+
+    async def adelete(self, key: str) -> None:
+        if self.async_client is None:
+            return await asyncio.to_thread(self.delete, key)
+
+        with self._errors("delete"):
+            await self.async_client.delete(self._value_key(key))
 
     # -- revocations -------------------------------------------------------------
 
@@ -244,6 +338,13 @@ class RedisStore(Store):
     def _index_key(self) -> str:
         return f"{self.prefix}:revocations"
 
+    def _value_key(self, key: str) -> str:
+        # The caller's hash tag, if it has one, decides the slot; otherwise
+        # the whole key does.
+        if _hash_tag(key):
+            return f"{self.prefix}:kv:{key}"
+        return f"{self.prefix}:{{kv:{key}}}"
+
     def _queue_read(self, pipe: Any, keys: StateKeys, now: float) -> None:
         # The order here is the order _parse_read takes the replies in. Plain
         # GETs: redis-py's asyncio cluster pipeline refuses MGET, and joining
@@ -255,6 +356,7 @@ class RedisStore(Store):
             pipe.get(self._key("sid", keys.session_id, "last"))
         pipe.get(self._revoked_key("sub", keys.subject))
         pipe.get(self._revoked_key("svc", keys.subject))
+        pipe.get(self._key("sub", keys.subject, "last"))
         pipe.zrangebyscore(self._key("sub", keys.subject, "seen"), f"({now!r}", "+inf")
 
     def _parse_read(self, keys: StateKeys, replies: list[Any]) -> StateRead:
@@ -263,7 +365,7 @@ class RedisStore(Store):
         session_revoked = session = None
         if keys.session_id is not None:
             session_revoked, session = replies.pop(0), replies.pop(0)
-        subject, service, seen = replies
+        subject, service, last, seen = replies
         # A revocation's value is "revoked_at expires_at".
         before = float(_text(subject).split()[0]) if subject is not None else None
         members = [_text(member) for member in seen]
@@ -274,21 +376,34 @@ class RedisStore(Store):
             subject_revoked_before=before,
             service_revoked=service is not None,
             session=_session_record(session),
+            subject_last=_session_record(last),
             subject_devices=_items(members, _DEVICE),
             subject_networks=_items(members, _NETWORK),
         )
 
-    def _queue_write(self, pipe: Any, update: StateWrite, now: float) -> bool:
-        """Queue the update; False when there is nothing to send."""
-        history_ttl = max(1, int(update.history_ttl))
+    def _queue_write(self, pipe: Any, update: StateWrite, now: float) -> None:
+        history_ttl = _seconds(update.history_ttl)
         if update.once_key is not None:
             # First in the pipeline: its reply decides write's answer.
             used = self._key("jti", update.once_key, "used")
-            pipe.set(used, "1", nx=True, ex=max(1, int(update.once_ttl)))
+            pipe.set(used, "1", nx=True, ex=_seconds(update.once_ttl))
 
+        # The same record twice: the session's last request, and the
+        # subject's in any session.
+        record = json.dumps(
+            [
+                update.device,
+                update.network,
+                update.seen_at,
+                update.country,
+                update.latitude,
+                update.longitude,
+            ]
+        )
         if update.session_id is not None:
-            last = json.dumps([update.device, update.network, update.seen_at])
-            pipe.set(self._key("sid", update.session_id, "last"), last, ex=history_ttl)
+            session = self._key("sid", update.session_id, "last")
+            pipe.set(session, record, ex=history_ttl)
+        pipe.set(self._key("sub", update.subject, "last"), record, ex=history_ttl)
 
         expires = now + history_ttl
         seen = {
@@ -302,9 +417,13 @@ class RedisStore(Store):
             pipe.zremrangebyscore(key, "-inf", now)
             pipe.expire(key, history_ttl)
 
-        return (
-            bool(seen) or update.once_key is not None or update.session_id is not None
-        )
+    def _queue_count(self, pipe: Any, key: str, ttl: int) -> None:
+        # INCR is atomic; EXPIRE NX sets a TTL only on a key without one, so
+        # the first count starts the window and later counts leave it be. A
+        # counter whose EXPIRE was lost gets one at its next count.
+        counter = self._value_key(key)
+        pipe.incr(counter)
+        pipe.expire(counter, _seconds(ttl), nx=True)
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -318,6 +437,19 @@ class RedisStore(Store):
             ) from exc
 
 
+def _seconds(ttl: float) -> int:
+    """A TTL in whole seconds for EX and EXPIRE, which refuse zero."""
+    return max(1, int(ttl))
+
+
+def _hash_tag(key: str) -> str:
+    """The part of ``key`` Redis Cluster hashes, by its rule: between the
+    first ``{`` and the next ``}``, when that is not empty; else ``""``."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1 : end] if end > start + 1 else ""
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -329,8 +461,10 @@ def _items(members: list[str], prefix: str) -> frozenset[str]:
 def _session_record(raw: Any) -> SessionRecord | None:
     if raw is None:
         return None
-    device, network, seen_at = json.loads(_text(raw))
-    return SessionRecord(device=device, network=network, seen_at=float(seen_at))
+    # [device, network, seen_at, country, latitude, longitude]; records
+    # written before places were kept end at seen_at.
+    device, network, seen_at, *place = json.loads(_text(raw))
+    return SessionRecord(device, network, float(seen_at), *place)
 
 
 def _sentinels(client: Any) -> list[Any]:
