@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .stores.base import SessionRecord, StateRead
 
@@ -40,6 +41,11 @@ def device_fingerprint(headers: Mapping[str, str], names: Iterable[str]) -> str 
 def network_of(address: str | None) -> str | None:
     if not address:
         return None
+    return _network(address)
+
+
+@lru_cache(maxsize=4096)
+def _network(address: str) -> str | None:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
