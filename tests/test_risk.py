@@ -241,3 +241,14 @@ def test_embedded_countries_work_without_any_database(make_guard, mint, clock) -
     decision = guard.decide(request(token, "8.8.8.8"))  # US
 
     assert "new_country" in decision.reasons
+
+
+def test_route_threshold_of_zero_challenges_every_request(geo_guard, mint) -> None:  # type: ignore[no-untyped-def]
+    guard = geo_guard(
+        routes=[{"path": "/api/orders", "scopes": ["orders:read"], "challenge_at": 0}]
+    )
+
+    decision = guard.decide(request(session_token(mint), BRITAIN))
+
+    assert decision.score == 0
+    assert decision.outcome is Outcome.CHALLENGE

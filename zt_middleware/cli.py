@@ -85,6 +85,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.set_defaults(run=_revoke)
 
+    totp = commands.add_parser("totp", help="TOTP second factors").add_subparsers(
+        metavar="ACTION"
+    )
+    enrol = totp.add_parser(
+        "enrol", help="give a subject a new TOTP secret; print its otpauth:// URI"
+    )
+    enrol.add_argument("--sub", required=True, help="the subject, as its tokens' sub")
+    enrol.add_argument("--store", help="store URL, as in the settings' store")
+    enrol.add_argument(
+        "--settings",
+        help="TOML file with a [zero_trust] table: store, totp_issuer and "
+        "totp_encryption_key",
+    )
+    enrol.add_argument(
+        "--qr",
+        help="write the QR code to this new .svg or .png file (it holds the "
+        "secret); without it the QR code is printed on the terminal",
+    )
+    enrol.set_defaults(run=_totp_enrol)
+
     demo = commands.add_parser("demo", help="run the three example services over real HTTP")
     demo.add_argument("--serve", action="store_true", help="keep them running; print curl lines")
     demo.set_defaults(run=_demo)
@@ -207,6 +227,61 @@ def _revoke(args: argparse.Namespace) -> int:
 
     for revocation in found:
         print(describe(revocation))
+    return 0
+
+
+def _totp_enrol(args: argparse.Namespace) -> int:
+    """Store a new secret; show its URI and QR code to the person enrolling.
+
+    Showing them is the point of enrolment, so they go to standard output;
+    nothing is logged. The QR file is created 0600 and must not exist yet.
+    """
+    from .settings import Settings
+    from .stores.urls import store_from_url
+    from .totp import enrol
+
+    settings = Settings.from_toml(args.settings) if args.settings else None
+    url = args.store or (settings.store if settings else None)
+    if not url:
+        raise ConfigurationError("--store: give the store URL, or --settings naming one")
+    if url.startswith("memory:"):
+        raise ConfigurationError(
+            "--store: memory:// lives in this process; no service would see the secret"
+        )
+
+    qr_file = None
+    if args.qr:
+        kind = Path(args.qr).suffix.lower().lstrip(".")
+        if kind not in ("svg", "png"):
+            raise ConfigurationError(f"--qr: expected a .svg or .png file, got {args.qr!r}")
+        try:
+            fd = os.open(args.qr, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"--qr: cannot create {args.qr!r} ({type(exc).__name__}); "
+                "give a new file"
+            ) from None
+        qr_file = os.fdopen(fd, "wb")
+
+    try:
+        store = store_from_url(url)
+        try:
+            enrolment = enrol(store, settings, args.sub)
+        finally:
+            store.close()
+    except BaseException:
+        if qr_file is not None:
+            qr_file.close()
+            os.unlink(args.qr)
+        raise
+
+    print(enrolment.uri)
+    if qr_file is not None:
+        with qr_file:
+            enrolment.qr().save(qr_file, kind=kind, scale=6)
+        print(f"QR code written to {args.qr} (it holds the secret: delete it once scanned)")
+    else:
+        enrolment.qr().terminal(out=sys.stdout, compact=True)
     return 0
 
 

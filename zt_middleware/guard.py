@@ -85,6 +85,10 @@ class Guard:
         self.audit = audit or AuditLog()
         self.clock = clock
         self._step_up_flow: StepUpFlow | None = None
+        if self.settings.step_up_key_file is not None:
+            # Another worker's step-up tokens may arrive before this one
+            # mints any: the verifier must know the shared key from the start.
+            self._step_up_flow = StepUpFlow(self)
 
     def __repr__(self) -> str:
         return f"Guard({self.settings!r})"
@@ -118,16 +122,9 @@ class Guard:
         """
         status, headers, body = decision.render(self.settings.realm, ctx.request_id)
         if decision.outcome is Outcome.CHALLENGE and wants_html(ctx.headers):
-            page = self.step_up_flow.page(next_path=ctx.path, reasons=decision.reasons)
-            headers = [
-                (name, value) for name, value in headers
-                if name not in ("content-type", "content-length")
-            ]
-            headers += [
-                ("content-type", "text/html; charset=utf-8"),
-                ("content-length", str(len(page))),
-            ]
-            body = page
+            flow = self.step_up_flow
+            body = flow.page(next_path=ctx.path, reasons=decision.reasons)
+            headers = flow.page_headers(body, headers)
 
         return status, headers, body
 
@@ -297,9 +294,9 @@ class Guard:
     ) -> Decision | None:
         """Deny or challenge on the score; None lets the request through."""
         settings = self.settings
-        deny_at = min(settings.risk_deny_at, requirement.deny_at or settings.risk_deny_at)
-        challenge_at = min(
-            settings.risk_challenge_at, requirement.challenge_at or settings.risk_challenge_at
+        deny_at = _stricter_threshold(settings.risk_deny_at, requirement.deny_at)
+        challenge_at = _stricter_threshold(
+            settings.risk_challenge_at, requirement.challenge_at
         )
 
         if risk.score >= deny_at:
@@ -369,6 +366,8 @@ class Guard:
 
     def _is_one_time(self, principal: Principal, requirement: Requirement) -> bool:
         if requirement.one_time:
+            return True
+        if self.settings.step_up_one_time and _is_step_up(principal):
             return True
         for claim, values in self.settings.one_time_claims.items():
             if principal.claims.get(claim) in values:
@@ -549,3 +548,8 @@ def _is_step_up(principal: Principal) -> bool:
 
 def _weighed(risk: Assessment) -> tuple[tuple[str, int], ...]:
     return tuple((signal.name, signal.weight) for signal in risk.signals)
+
+
+def _stricter_threshold(default: int, route: int | None) -> int:
+    """A route may lower a threshold (0 included), never raise it."""
+    return default if route is None else min(default, route)

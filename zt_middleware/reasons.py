@@ -59,6 +59,18 @@ STEP_UP_INVALID = "step_up_invalid"
 STEP_UP_SESSION_MISMATCH = "step_up_session_mismatch"
 STEP_UP_DEVICE_MISMATCH = "step_up_device_mismatch"
 
+# The step-up endpoint and TOTP.
+STEP_UP_PAGE = "step_up_page"
+STEP_UP_SUCCEEDED = "step_up_succeeded"
+STEP_UP_MALFORMED = "step_up_malformed"
+STEP_UP_CROSS_ORIGIN = "step_up_cross_origin"
+BODY_TOO_LARGE = "body_too_large"
+TOTP_INVALID = "totp_invalid"
+TOTP_REPLAYED = "totp_replayed"
+TOTP_LOCKED_OUT = "totp_locked_out"
+TOTP_NOT_ENROLLED = "totp_not_enrolled"
+TOTP_SECRET_UNREADABLE = "totp_secret_unreadable"
+
 # Infrastructure.
 KEY_SOURCE_UNAVAILABLE = "key_source_unavailable"
 STORE_UNAVAILABLE = "store_unavailable"

@@ -19,6 +19,7 @@ from ..decision import Decision
 from ..guard import Guard
 from ..routes import Requirement, requirement_of
 from ..settings import Settings
+from ..stepup_web import MAX_BODY
 
 __all__ = ["ZeroTrustMiddleware"]
 
@@ -51,6 +52,11 @@ class ZeroTrustMiddleware:
             return
 
         ctx = self._context(scope)
+        if scope["type"] == "http" and self.guard.is_step_up(ctx):
+            body = await _read_body(receive, MAX_BODY) if ctx.method == "POST" else b""
+            await _send_response(send, await self.guard.astep_up(ctx, body))
+            return
+
         decision = await self.guard.adecide(ctx)
         if decision.passes:
             scope.setdefault("state", {})["principal"] = decision.principal
@@ -89,16 +95,10 @@ class ZeroTrustMiddleware:
             request_id=request_id(headers),
         )
 
-    async def _refuse_http(self, send: Send, decision: Decision, ctx: RequestContext) -> None:
-        status, headers, body = decision.render(self.guard.settings.realm, ctx.request_id)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse_http(
+        self, send: Send, decision: Decision, ctx: RequestContext
+    ) -> None:
+        await _send_response(send, self.guard.render(decision, ctx))
 
     async def _refuse_websocket(
         self, scope: Scope, receive: Receive, send: Send, decision: Decision, ctx: RequestContext
@@ -109,7 +109,7 @@ class ZeroTrustMiddleware:
             return
 
         if "websocket.http.response" in scope.get("extensions", {}):
-            status, headers, body = decision.render(self.guard.settings.realm, ctx.request_id)
+            status, headers, body = self.guard.render(decision, ctx)
             await send(
                 {
                     "type": "websocket.http.response.start",
@@ -121,6 +121,40 @@ class ZeroTrustMiddleware:
             return
 
         await send({"type": "websocket.close", "code": 1008, "reason": decision.reason})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The request body, but never more than ``limit + 1`` bytes of it."""
+    chunks: list[bytes] = []
+    size = 0
+    # Bounded: every message but a few empty ones brings a byte at least.
+    for _ in range(limit + 16):
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit or not message.get("more_body", False):
+            break
+
+    return b"".join(chunks)[: limit + 1]
+
+
+async def _send_response(
+    send: Send, response: tuple[int, list[tuple[str, str]], bytes]
+) -> None:
+    status, headers, body = response
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _resolve_route(scope: Scope, app: Any) -> tuple[Requirement | None, str | None]:

@@ -22,7 +22,8 @@ from ..decision import Decision
 from ..errors import ConfigurationError
 from ..guard import Guard
 from ..routes import Requirement, requirement_of
-from .wsgi import context_from_environ
+from ..stepup_web import MAX_BODY
+from .wsgi import context_from_environ, read_limited
 
 __all__ = ["ZeroTrustMiddleware"]
 
@@ -47,6 +48,9 @@ class ZeroTrustMiddleware:
             return self.__acall__(request)
 
         ctx = self._context(request)
+        if self.guard.is_step_up(ctx):
+            return _response(self.guard.step_up(ctx, _body(request, ctx)))
+
         decision = self.guard.decide(ctx)
         if not decision.passes:
             return self._refusal(decision, ctx)
@@ -56,6 +60,10 @@ class ZeroTrustMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> Any:
         ctx = self._context(request)
+        if self.guard.is_step_up(ctx):
+            # Django's ASGI handler has spooled the body already: no I/O.
+            return _response(await self.guard.astep_up(ctx, _body(request, ctx)))
+
         decision = await self.guard.adecide(ctx)
         if not decision.passes:
             return self._refusal(decision, ctx)
@@ -81,9 +89,23 @@ class ZeroTrustMiddleware:
         )
 
     def _refusal(self, decision: Decision, ctx: RequestContext) -> HttpResponse:
-        status, headers, body = decision.render(self.guard.settings.realm, ctx.request_id)
-        response = HttpResponse(body, status=status, content_type="application/json")
-        for name, value in headers:
-            if name != "content-type":
-                response[name] = value
-        return response
+        return _response(self.guard.render(decision, ctx))
+
+
+def _body(request: HttpRequest, ctx: RequestContext) -> bytes:
+    if ctx.method != "POST":
+        return b""
+    # Django's stream stops at Content-Length; read one byte past the cap.
+    return read_limited(request.read, MAX_BODY + 1)
+
+
+def _response(answer: tuple[int, list[tuple[str, str]], bytes]) -> HttpResponse:
+    status, headers, body = answer
+    content_type = next(
+        (value for name, value in headers if name == "content-type"), "application/json"
+    )
+    response = HttpResponse(body, status=status, content_type=content_type)
+    for name, value in headers:
+        if name != "content-type":
+            response[name] = value
+    return response

@@ -16,7 +16,8 @@ from flask import Flask, Response, g, request
 from ..guard import Guard
 from ..routes import requirement_of
 from ..settings import Settings
-from .wsgi import context_from_environ
+from ..stepup_web import MAX_BODY
+from .wsgi import context_from_environ, read_limited
 
 __all__ = ["ZeroTrust"]
 
@@ -58,10 +59,18 @@ def _check() -> Response | None:
         route=rule,
     )
 
+    if guard.is_step_up(ctx):
+        # Werkzeug's stream stops at Content-Length (and is empty without).
+        body = b""
+        if ctx.method == "POST":
+            body = read_limited(request.stream.read, MAX_BODY + 1)
+        status, headers, payload = guard.step_up(ctx, body)
+        return current_app.response_class(payload, status=status, headers=headers)
+
     decision = guard.decide(ctx)
     if decision.passes:
         g.principal = decision.principal
         return None
 
-    status, headers, body = decision.render(guard.settings.realm, ctx.request_id)
+    status, headers, body = guard.render(decision, ctx)
     return current_app.response_class(body, status=status, headers=headers)

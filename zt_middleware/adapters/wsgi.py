@@ -8,13 +8,14 @@ route table applies; Flask users get per-view annotations from
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from ..context import RequestContext, client_address, request_id
-from ..decision import Decision
 from ..guard import Guard
 from ..routes import Requirement
 from ..settings import Settings
+from ..stepup_web import MAX_BODY
 
 __all__ = ["ZeroTrustWSGIMiddleware", "context_from_environ"]
 
@@ -43,6 +44,10 @@ def context_from_environ(
         for key, value in environ.items()
         if key.startswith("HTTP_")
     }
+    # PEP 3333 keeps these two out of HTTP_*; the step-up endpoint reads them.
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
     if path is None:
         # PEP 3333 carries the path as latin-1; undo that to get UTF-8 text.
         raw = environ.get("PATH_INFO", "/")
@@ -63,7 +68,46 @@ def context_from_environ(
 
 
 def status_line(status: int) -> str:
-    return _STATUS_TEXT.get(status, f"{status} Refused")
+    if status in _STATUS_TEXT:
+        return _STATUS_TEXT[status]
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Refused"
+
+
+def read_limited(read: Callable[[int], bytes], size: int) -> bytes:
+    """Up to ``size`` bytes from a stream that may return fewer per call."""
+    data = b""
+    for _ in range(size):  # bounded: each pass reads a byte or stops
+        chunk = read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+        if len(data) >= size:
+            break
+    return data
+
+
+def read_body(environ: Mapping[str, Any]) -> bytes:
+    """The step-up request's body, at most ``MAX_BODY + 1`` bytes of it.
+
+    Never reads past CONTENT_LENGTH (PEP 3333); without one, only a server
+    that marks its input terminated is read, else the body is empty.
+    """
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        length = -1
+    if length < 0:
+        if not environ.get("wsgi.input_terminated"):
+            return b""
+        length = MAX_BODY + 1
+
+    return read_limited(stream.read, min(length, MAX_BODY + 1))
 
 
 class ZeroTrustWSGIMiddleware:
@@ -81,17 +125,22 @@ class ZeroTrustWSGIMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         ctx = context_from_environ(environ, self.guard.settings.trusted_proxies)
+        if self.guard.is_step_up(ctx):
+            body = read_body(environ) if ctx.method == "POST" else b""
+            return respond(self.guard.step_up(ctx, body), start_response)
+
         decision = self.guard.decide(ctx)
         if decision.passes:
             environ[PRINCIPAL_KEY] = decision.principal
             return self.app(environ, start_response)
 
-        return refuse(decision, ctx, self.guard.settings.realm, start_response)
+        return respond(self.guard.render(decision, ctx), start_response)
 
 
-def refuse(
-    decision: Decision, ctx: RequestContext, realm: str, start_response: Callable[..., Any]
+def respond(
+    response: tuple[int, list[tuple[str, str]], bytes],
+    start_response: Callable[..., Any],
 ) -> list[bytes]:
-    status, headers, body = decision.render(realm, ctx.request_id)
+    status, headers, body = response
     start_response(status_line(status), headers)
     return [body]
