@@ -37,6 +37,12 @@ KEY_REASONS = (
     "scope_missing",
     "route_unannotated",
     "session_revoked",
+    "step_up_required",
+    "impossible_travel",
+    "step_up_succeeded",
+    "totp_replayed",
+    "risk_too_high",
+    "tor_exit",
 )
 
 

@@ -327,6 +327,7 @@ class Step:
     expected_reason: Reasons  # any one of a tuple will do
 
     def accepts(self, status: int, reason: str) -> bool:
+        reason = reason.split(" (", 1)[0]  # drop the score, if shown
         allowed = self.expected_reason
         if isinstance(allowed, str):
             allowed = (allowed,)
@@ -454,6 +455,168 @@ def revocation_section(
     return title, before + after
 
 
+# -- context: risk and step-up ----------------------------------------------
+
+# Addresses in MaxMind's test databases (tests/vectors/maxmind): Britain,
+# Milton WA in the US, and a Tor exit node. The demo's requests all come
+# from 127.0.0.1, a trusted proxy here, so X-Forwarded-For says where.
+BRITAIN = "2a02:d3c0::1"
+USA = "216.160.83.56"
+TOR_EXIT = "65.0.0.1"
+
+
+def context_settings(repo: Path, tmp: Path) -> dict[str, Any]:
+    """Risk and step-up settings shared by the three services."""
+    from cryptography.fernet import Fernet
+
+    maxmind = repo / "tests" / "vectors" / "maxmind"
+    step_up_key = generate_key("ES256", "demo-step-up")
+    key_file = tmp / "step-up.pem"
+    key_file.touch(mode=0o600)
+    key_file.write_bytes(step_up_key.private_pem())
+
+    return {
+        "trusted_proxies": ["127.0.0.1/32"],
+        "geoip_city_db": str(maxmind / "GeoIP2-City-Test.mmdb"),
+        "geoip_anonymous_db": str(maxmind / "GeoIP2-Anonymous-IP-Test.mmdb"),
+        "step_up_key_file": str(key_file),
+        "step_up_kid": step_up_key.kid,
+        "totp_encryption_key": Fernet.generate_key().decode("ascii"),
+    }
+
+
+def audit_of(log: Path, request_id: str) -> dict[str, Any]:
+    """The service's audit event for ``request_id`` (refusals reach its log)."""
+    for _ in range(20):
+        for line in log.read_text(errors="replace").splitlines():
+            if f'"request_id":"{request_id}"' in line and "zt decision" in line:
+                event: dict[str, Any] = json.loads(line.split("zt decision ", 1)[1])
+                return event
+        time.sleep(0.05)
+    return {}
+
+
+def step_up_story(
+    tokens: Tokens, orders: Running, store: str, context: Mapping[str, Any]
+) -> tuple[str, list[Result]]:
+    """Britain, then the US ten minutes later (here: seconds), then Tor.
+
+    The same session moves faster than any plane: challenged (RFC 9470). A
+    code from the enrolled TOTP secret buys a stronger token, which passes.
+    A Tor exit node on the sensitive route is refused outright.
+    """
+    import pyotp
+
+    from .settings import Settings
+    from .stores.urls import store_from_url
+    from .totp import enrol
+
+    settings = Settings.from_mapping(
+        {"issuer": tokens.issuer.issuer, "audience": "orders",
+         "jwks": tokens.key.jwks(), "store": store, **context}
+    )  # fmt: skip
+    shared = store_from_url(store)
+    try:
+        secret = enrol(shared, settings, "bob").secret
+    finally:
+        shared.close()
+
+    session = "story-" + secrets.token_hex(4)
+    token = tokens.issuer.issue(
+        "bob", "orders", scopes=["orders:read", "orders:write"], session_id=session
+    )
+    results: list[Result] = []
+
+    def ask(
+        what: str,
+        where: str,
+        method: str,
+        path: str,
+        bearer: str,
+        status: int,
+        why: str,
+        body: bytes | None = None,
+    ) -> Reply:
+        request_id = "demo-" + secrets.token_hex(6)
+        headers = {
+            "X-Forwarded-For": where,
+            "X-Request-ID": request_id,
+            "User-Agent": "zt-demo/1.0",
+        }
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        step = Step("orders", what, method, path, bearer, status, why)
+        try:
+            reply = send(orders.port, method, path, bearer, headers=headers, body=body)
+        except (OSError, http.client.HTTPException) as exc:
+            results.append(Result(step, None, f"no answer ({type(exc).__name__})"))
+            return Reply(0, None, b"")
+        reason = reply.reason()
+        event = audit_of(orders.log, request_id) if reply.status >= 400 else {}
+        if event.get("signals"):
+            weighed = ", ".join(f"{name} {weight}" for name, weight in event["signals"])
+            reason = f"{reason} (score {event['score']}: {weighed})"
+        results.append(Result(step, reply.status, reason))
+        return reply
+
+    ask("bob, from Britain", BRITAIN, "GET", "/api/orders", token, 200, reasons.ALLOWED)
+    ask(
+        "same session, from the US",
+        USA,
+        "GET",
+        "/api/orders",
+        token,
+        401,
+        reasons.STEP_UP_REQUIRED,
+    )
+    code = pyotp.TOTP(secret).now()
+    minted = ask(
+        "TOTP code from bob's app",
+        USA,
+        "POST",
+        settings.step_up_path,
+        token,
+        200,
+        "step_up_succeeded",
+        body=json.dumps({"code": code}).encode(),
+    )
+    stronger = None
+    if minted.status == 200:
+        stronger = json.loads(minted.body).get("access_token")
+    ask(
+        "the stronger token",
+        USA,
+        "GET",
+        "/api/orders",
+        stronger or token,
+        200,
+        reasons.ALLOWED,
+    )
+    ask(
+        "same code again",
+        USA,
+        "POST",
+        settings.step_up_path,
+        token,
+        401,
+        "totp_replayed",
+        body=json.dumps({"code": code}).encode(),
+    )
+    ask(
+        "bob, via a Tor exit",
+        TOR_EXIT,
+        "POST",
+        "/api/orders",
+        stronger or token,
+        403,
+        reasons.RISK_TOO_HIGH,
+        body=json.dumps({"sku": "KB-104", "quantity": 1}).encode(),
+    )
+
+    title = "context: Britain, then the US in seconds, a TOTP step-up, then Tor"
+    return title, results
+
+
 # -- HTTP ------------------------------------------------------------------
 
 
@@ -475,6 +638,8 @@ class Reply:
             return "(no JSON body)"
 
         if self.status < 300:
+            if "access_token" in body:
+                return "step_up_succeeded"
             # The example views echo the verified principal's subject.
             verified = "seen_by" in body or "created_by" in body
             return reasons.ALLOWED if verified else reasons.PUBLIC_ROUTE
@@ -487,16 +652,18 @@ def send(
     path: str,
     token: str | None = None,
     *,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
     timeout: float = REQUEST_TIMEOUT,
 ) -> Reply:
     """One request to 127.0.0.1; ``path`` goes on the wire byte for byte."""
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    headers = {"Accept": "application/json"}
+    sent = {"Accept": "application/json", **(headers or {})}
     if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
+        sent["Authorization"] = f"Bearer {token}"
 
     try:
-        connection.request(method, path, headers=headers)
+        connection.request(method, path, body=body, headers=sent)
         response = connection.getresponse()
         return Reply(response.status, response.getheader("Location"), response.read())
     finally:
@@ -545,6 +712,7 @@ def start_service(
     tmp: Path,
     issuer: str,
     store: str,
+    context: Mapping[str, Any],
 ) -> Running:
     """Run the service's setup commands, then start it on a free port.
 
@@ -555,6 +723,7 @@ def start_service(
         "audience": service.name,
         "jwks_url": issuer + JWKS_PATH,
         "store": store,
+        **context,
     }
     env = _environment(repo, tmp, settings)
     log = tmp / f"{service.name}.err.log"
@@ -809,9 +978,11 @@ def _run(stack: contextlib.ExitStack, repo: Path, serve: bool) -> int:
     # One SQLite file holds revocations and history for all three services,
     # as it would for the workers of one host.
     store = f"sqlite:///{tmp / 'zt-state.sqlite3'}"
+    context = context_settings(repo, tmp)
     started = time.monotonic()
     running = [
-        start_service(stack, s, repo, tmp, provider.url, store) for s in SERVICES
+        start_service(stack, s, repo, tmp, provider.url, store, context)
+        for s in SERVICES
     ]
     for service_run in running:
         wait_until_ready(service_run)
@@ -830,6 +1001,8 @@ def _run(stack: contextlib.ExitStack, repo: Path, serve: bool) -> int:
         for title, steps in all_sections(tokens)
     ]
     sections.append(revocation_section(tokens, ports, repo, store))
+    orders = next(r for r in running if r.service.name == "orders")
+    sections.append(step_up_story(tokens, orders, store, context))
     print_table(sections)
 
     results = [result for _, group in sections for result in group]
