@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI, Request, WebSocket
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -69,14 +69,18 @@ def client() -> TestClient:
     return TestClient(fastapi_app())
 
 
-def test_fastapi_route_with_scope_reaches_view_with_principal(client: TestClient) -> None:
+def test_fastapi_route_with_scope_reaches_view_with_principal(
+    client: TestClient,
+) -> None:
     response = client.get("/api/orders", headers=bearer("orders:read"))
 
     assert response.status_code == 200
     assert response.json() == {"body": "protected", "seen_by": "alice"}
 
 
-def test_fastapi_route_without_token_is_401_with_bare_challenge(client: TestClient) -> None:
+def test_fastapi_route_without_token_is_401_with_bare_challenge(
+    client: TestClient,
+) -> None:
     response = client.get("/api/orders")
 
     assert response.status_code == 401
@@ -94,7 +98,9 @@ def test_fastapi_missing_scope_is_403_insufficient_scope(client: TestClient) -> 
     assert response.json()["error"] == "insufficient_scope"
 
 
-def test_unannotated_route_is_refused_even_with_a_valid_token(client: TestClient) -> None:
+def test_unannotated_route_is_refused_even_with_a_valid_token(
+    client: TestClient,
+) -> None:
     response = client.get("/api/internal", headers=bearer("orders:read"))
 
     assert response.status_code == 403
@@ -114,10 +120,19 @@ def test_head_is_judged_as_get(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["//api/orders", "/api//orders", "/./api/orders", "/x/../api/orders", "/API/ORDERS",
-     "/api/orders/", "/%61pi/orders"],
+    [
+        "//api/orders",
+        "/api//orders",
+        "/./api/orders",
+        "/x/../api/orders",
+        "/API/ORDERS",
+        "/api/orders/",
+        "/%61pi/orders",
+    ],
 )
-def test_other_spellings_never_reach_the_protected_body(client: TestClient, path: str) -> None:
+def test_other_spellings_never_reach_the_protected_body(
+    client: TestClient, path: str
+) -> None:
     anonymous = client.get(path, follow_redirects=False)
     lacking = client.get(path, headers=bearer("orders:write"), follow_redirects=False)
 
@@ -127,7 +142,8 @@ def test_other_spellings_never_reach_the_protected_body(client: TestClient, path
 
 
 @pytest.mark.parametrize(
-    "header", ["X-Forwarded-Uri", "X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Prefix"]
+    "header",
+    ["X-Forwarded-Uri", "X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Prefix"],
 )
 def test_rewrite_headers_pointing_at_public_routes_change_nothing(
     client: TestClient, header: str
@@ -148,7 +164,10 @@ def test_method_override_header_is_ignored(client: TestClient) -> None:
 def test_cors_preflight_passes_only_when_real(client: TestClient) -> None:
     preflight = client.options(
         "/api/orders",
-        headers={"Origin": "https://app.example.test", "Access-Control-Request-Method": "GET"},
+        headers={
+            "Origin": "https://app.example.test",
+            "Access-Control-Request-Method": "GET",
+        },
     )
     bare_options = client.options("/api/orders")
 
@@ -167,7 +186,8 @@ def test_preflight_never_runs_a_view_that_accepts_options() -> None:
         return {"body": "protected"}
 
     response = TestClient(app).options(
-        "/api/secret", headers={"Origin": "https://x.test", "Access-Control-Request-Method": "GET"}
+        "/api/secret",
+        headers={"Origin": "https://x.test", "Access-Control-Request-Method": "GET"},
     )
 
     assert response.status_code == 204
@@ -179,8 +199,10 @@ def test_control_character_in_path_is_refused_before_routing() -> None:
     app.add_middleware(
         ZeroTrustMiddleware,
         settings=zt_settings(
-            routes=[{"path": "/pages/{slug}", "public": True},
-                    {"path": "/pages/admin", "scopes": ["admin"]}]
+            routes=[
+                {"path": "/pages/{slug}", "public": True},
+                {"path": "/pages/admin", "scopes": ["admin"]},
+            ]
         ),
     )
 
@@ -219,7 +241,7 @@ def test_websocket_in_included_router_keeps_its_own_mark() -> None:
     client = TestClient(app)
 
     assert client.get("/v1/live").json() == {"page": "public"}
-    with pytest.raises(Exception) as refused:  # noqa: PT011 - transport-specific
+    with pytest.raises(Exception) as refused:
         with client.websocket_connect("/v1/live") as websocket:
             websocket.receive_text()
     assert getattr(refused.value, "status_code", None) == 401
@@ -239,12 +261,15 @@ def test_wrapping_the_app_directly_still_sees_annotations() -> None:
 
 
 def test_websocket_without_token_is_refused_before_accept(client: TestClient) -> None:
-    with pytest.raises(Exception) as refused:  # noqa: PT011 - type depends on transport
+    with pytest.raises(Exception) as refused:
         with client.websocket_connect("/ws") as websocket:
             websocket.receive_text()
 
     error = refused.value
-    assert isinstance(error, WebSocketDisconnect) or getattr(error, "status_code", None) == 401
+    assert (
+        isinstance(error, WebSocketDisconnect)
+        or getattr(error, "status_code", None) == 401
+    )
 
 
 def test_websocket_with_token_and_scope_is_accepted(client: TestClient) -> None:
@@ -300,7 +325,13 @@ def test_route_table_in_settings_covers_unannotated_views() -> None:
     app.add_middleware(
         ZeroTrustMiddleware,
         settings=zt_settings(
-            routes=[{"path": "/legacy/{item}", "methods": ["GET"], "scopes": ["legacy:read"]}]
+            routes=[
+                {
+                    "path": "/legacy/{item}",
+                    "methods": ["GET"],
+                    "scopes": ["legacy:read"],
+                }
+            ]
         ),
     )
     client = TestClient(app)
@@ -323,9 +354,15 @@ def test_settings_accept_keyword_arguments_and_toml(tmp_path) -> None:  # type: 
     async def hello(request):  # type: ignore[no-untyped-def]
         return PlainTextResponse("hello")
 
-    for options in ({"settings": str(toml)}, {"issuer": ISSUER, "audience": "orders",
-                                               "jwks": KEY.jwks(),
-                                               "routes": [{"path": "/hello", "scopes": ["orders:read"]}]}):
+    for options in (
+        {"settings": str(toml)},
+        {
+            "issuer": ISSUER,
+            "audience": "orders",
+            "jwks": KEY.jwks(),
+            "routes": [{"path": "/hello", "scopes": ["orders:read"]}],
+        },
+    ):
         app = Starlette(routes=[Route("/hello", hello)])
         app.add_middleware(ZeroTrustMiddleware, **options)
         client = TestClient(app)
@@ -368,9 +405,13 @@ def test_key_fetch_runs_off_the_event_loop() -> None:
 
         return json.dumps(KEY.jwks()).encode()
 
-    source = JWKSSource("https://idp.example.test/jwks", allowed={"ES256"}, opener=slow_opener)
+    source = JWKSSource(
+        "https://idp.example.test/jwks", allowed={"ES256"}, opener=slow_opener
+    )
     middleware = ZeroTrustMiddleware(
-        fastapi_app(), guard=None, settings=zt_settings(jwks=None, jwks_url="https://idp.example.test/jwks")
+        fastapi_app(),
+        guard=None,
+        settings=zt_settings(jwks=None, jwks_url="https://idp.example.test/jwks"),
     )
     middleware.guard.key_source = source
     middleware.guard.verifier.key_source = source
@@ -394,10 +435,19 @@ def test_key_fetch_runs_off_the_event_loop() -> None:
             sent.append(message)
 
         scope = {
-            "type": "http", "method": "GET", "path": "/healthz-none", "raw_path": b"/",
-            "query_string": b"", "headers": [(b"authorization", bearer("orders:read")["authorization"].encode())],
-            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "scheme": "http",
-            "http_version": "1.1", "root_path": "",
+            "type": "http",
+            "method": "GET",
+            "path": "/healthz-none",
+            "raw_path": b"/",
+            "query_string": b"",
+            "headers": [
+                (b"authorization", bearer("orders:read")["authorization"].encode())
+            ],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "scheme": "http",
+            "http_version": "1.1",
+            "root_path": "",
         }
         await middleware(scope, receive, send)
         task.cancel()

@@ -65,10 +65,12 @@ def test_function_view_needs_its_scope(client) -> None:  # type: ignore[no-untyp
 def test_class_view_method_marks_apply_per_method(client) -> None:  # type: ignore[no-untyped-def]
     body = json.dumps({"username": "dmitri", "email": "dmitri@example.test"})
 
-    refused = client.post("/api/users", body, content_type="application/json",
-                          **bearer("registry:read"))
-    created = client.post("/api/users", body, content_type="application/json",
-                          **bearer("registry:write"))
+    refused = client.post(
+        "/api/users", body, content_type="application/json", **bearer("registry:read")
+    )
+    created = client.post(
+        "/api/users", body, content_type="application/json", **bearer("registry:write")
+    )
 
     assert refused.status_code == 403
     assert 'scope="registry:write"' in refused["WWW-Authenticate"]
@@ -77,11 +79,16 @@ def test_class_view_method_marks_apply_per_method(client) -> None:  # type: igno
 
 def test_class_decorated_view_is_protected(client) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/api/users/alice").status_code == 401
-    assert client.get("/api/users/alice", **bearer("registry:read")).status_code in (200, 404)
+    assert client.get("/api/users/alice", **bearer("registry:read")).status_code in (
+        200,
+        404,
+    )
 
 
 def test_unannotated_view_and_unknown_path_are_refused(client) -> None:  # type: ignore[no-untyped-def]
-    purge = client.get("/api/internal/purge", **bearer("registry:read", "registry:admin"))
+    purge = client.get(
+        "/api/internal/purge", **bearer("registry:read", "registry:admin")
+    )
     unknown = client.get("/nowhere", **bearer("registry:read"))
 
     assert purge.status_code == 403
@@ -107,13 +114,19 @@ def test_async_stack_decides_the_same(async_client) -> None:  # type: ignore[no-
 
     async def scenario() -> tuple[int, int, int, int]:
         anonymous = await async_client.get("/api/users")
-        lacking = await async_client.get("/api/users", headers=headers("registry:write"))
+        lacking = await async_client.get(
+            "/api/users", headers=headers("registry:write")
+        )
         allowed = await async_client.get("/api/users", headers=headers("registry:read"))
         unannotated = await async_client.get(
             "/api/internal/purge", headers=headers("registry:read")
         )
-        return (anonymous.status_code, lacking.status_code, allowed.status_code,
-                unannotated.status_code)
+        return (
+            anonymous.status_code,
+            lacking.status_code,
+            allowed.status_code,
+            unannotated.status_code,
+        )
 
     assert asyncio.run(scenario()) == (401, 403, 200, 403)
 
@@ -138,7 +151,10 @@ def test_webtest_over_the_wsgi_application() -> None:
     app = TestApp(get_wsgi_application())
     token = bearer("registry:read")["HTTP_AUTHORIZATION"]
 
-    assert app.get("/api/users", headers={"Authorization": token}).json["seen_by"] == "alice"
+    assert (
+        app.get("/api/users", headers={"Authorization": token}).json["seen_by"]
+        == "alice"
+    )
     app.get("/api/users", status=401)
     app.get("/api/users", headers={"Authorization": token + ", Bearer x"}, status=400)
 
@@ -149,6 +165,7 @@ def test_bad_settings_stop_django_at_start() -> None:
 
     from zt_middleware.adapters.django import ZeroTrustMiddleware
 
-    with override_settings(ZERO_TRUST={"issuer": ISSUER, "audience": 7, "jwks": KEY.jwks()}):
-        with pytest.raises(ImproperlyConfigured, match="audience"):
-            ZeroTrustMiddleware(lambda request: None)
+    with override_settings(
+        ZERO_TRUST={"issuer": ISSUER, "audience": 7, "jwks": KEY.jwks()}
+    ), pytest.raises(ImproperlyConfigured, match="audience"):
+        ZeroTrustMiddleware(lambda request: None)

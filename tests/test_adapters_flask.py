@@ -9,7 +9,7 @@ from flask import Flask, g
 from webtest import TestApp
 
 from integrations.inventory_flask.app import create_app
-from zt_middleware import public, requires
+from zt_middleware import requires
 from zt_middleware.adapters.flask import ZeroTrust
 from zt_middleware.adapters.wsgi import PRINCIPAL_KEY, ZeroTrustWSGIMiddleware
 from zt_middleware.errors import ConfigurationError
@@ -48,14 +48,17 @@ def test_no_token_is_401_with_json_body(inventory: TestApp) -> None:
 
 
 def test_missing_scope_is_403(inventory: TestApp) -> None:
-    response = inventory.post("/api/items/KB-104/reserve", headers=bearer("inventory:read"),
-                              status=403)
+    response = inventory.post(
+        "/api/items/KB-104/reserve", headers=bearer("inventory:read"), status=403
+    )
 
     assert 'scope="inventory:write"' in response.headers["WWW-Authenticate"]
 
 
 def test_unannotated_view_is_refused_with_valid_token(inventory: TestApp) -> None:
-    response = inventory.get("/api/internal/export", headers=bearer("inventory:read"), status=403)
+    response = inventory.get(
+        "/api/internal/export", headers=bearer("inventory:read"), status=403
+    )
 
     assert response.json["reason"] == "route_unannotated"
 
@@ -106,7 +109,9 @@ def test_forwarded_for_from_untrusted_peer_is_not_believed(
     assert event["client"] == "203.0.113.9"
 
 
-def test_forwarded_for_through_trusted_proxy_is_used(caplog: pytest.LogCaptureFixture) -> None:
+def test_forwarded_for_through_trusted_proxy_is_used(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     app = TestApp(create_app(zt_settings(trusted_proxies=["10.0.0.0/8"])))
     with caplog.at_level(logging.INFO, logger="zt_middleware.audit"):
         app.get(
@@ -133,7 +138,11 @@ def test_init_app_pattern_and_config_validation() -> None:
 
     assert client.get("/ping", headers=bearer("inventory:read")).text == "pong alice"
     bad = Flask(__name__)
-    bad.config["ZERO_TRUST"] = {"issuer": ISSUER, "audience": "inventory", "leeway": 9000}
+    bad.config["ZERO_TRUST"] = {
+        "issuer": ISSUER,
+        "audience": "inventory",
+        "leeway": 9000,
+    }
     with pytest.raises(ConfigurationError, match="leeway"):
         ZeroTrust(bad)
 
@@ -153,19 +162,30 @@ def test_plain_wsgi_middleware_uses_the_route_table() -> None:
 
     wrapped = ZeroTrustWSGIMiddleware(
         legacy_app,
-        zt_settings(routes=[{"path": "/reports/{name}", "methods": ["GET"],
-                             "scopes": ["reports:read"]},
-                            {"path": "/up", "public": True}]),
+        zt_settings(
+            routes=[
+                {
+                    "path": "/reports/{name}",
+                    "methods": ["GET"],
+                    "scopes": ["reports:read"],
+                },
+                {"path": "/up", "public": True},
+            ]
+        ),
     )
     client = TestApp(wrapped)
 
-    assert client.get("/reports/q3", headers=bearer("reports:read")).text == "hello alice"
+    assert (
+        client.get("/reports/q3", headers=bearer("reports:read")).text == "hello alice"
+    )
     client.get("/reports/q3", headers=bearer("inventory:read"), status=403)
     client.get("/reports//q3/", status=401)
     client.get("/elsewhere", headers=bearer("reports:read"), status=403)
 
 
-def test_exception_in_guard_is_a_refusal(monkeypatch: pytest.MonkeyPatch, inventory: TestApp) -> None:
+def test_exception_in_guard_is_a_refusal(
+    monkeypatch: pytest.MonkeyPatch, inventory: TestApp
+) -> None:
     from zt_middleware.tokens import TokenVerifier
 
     def explode(self, token):  # type: ignore[no-untyped-def]

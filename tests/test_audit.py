@@ -17,7 +17,7 @@ ALICE = Principal(
     subject="alice",
     issuer="https://issuer.example.test",
     session_id="s-1",
-    token_id="j-1",  # noqa: S106 - a jti, not a password
+    token_id="j-1",
 )
 
 

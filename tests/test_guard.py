@@ -179,10 +179,16 @@ def test_stronger_acr_in_acr_levels_meets_both_merged_needs(make_guard, mint) ->
     )
     view = Requirement(scopes=frozenset({"pay"}), acr="mfa")
 
-    weak = guard.decide(request("/api/pay", mint(scopes=["pay"], extra={"acr": "mfa"}),
-                                requirement=view))
-    strong = guard.decide(request("/api/pay", mint(scopes=["pay"], extra={"acr": "phrh"}),
-                                  requirement=view))
+    weak = guard.decide(
+        request(
+            "/api/pay", mint(scopes=["pay"], extra={"acr": "mfa"}), requirement=view
+        )
+    )
+    strong = guard.decide(
+        request(
+            "/api/pay", mint(scopes=["pay"], extra={"acr": "phrh"}), requirement=view
+        )
+    )
 
     assert weak.acr_values == "phr"
     assert strong.allowed

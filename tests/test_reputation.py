@@ -142,7 +142,7 @@ def test_adjacent_and_overlapping_entries_merge() -> None:
 
 def test_generated_lists_agree_with_ipaddress_membership() -> None:
     """A few hundred random blocks, checked against the plain definition."""
-    rng = random.Random(20260101)  # noqa: S311 - test data, not secrets
+    rng = random.Random(20260101)
     allow = [_random_network(rng) for _ in range(300)]
     deny = [_random_network(rng) for _ in range(300)]
     lists = IPLists(allow=[str(n) for n in allow], deny=[str(n) for n in deny])

@@ -39,8 +39,13 @@ def geo_guard(make_guard):  # type: ignore[no-untyped-def]
     return build
 
 
-def request(token: str, client: str, path: str = "/api/orders", agent: str = "ua-1",
-            **headers: str) -> RequestContext:
+def request(
+    token: str,
+    client: str,
+    path: str = "/api/orders",
+    agent: str = "ua-1",
+    **headers: str,
+) -> RequestContext:
     return RequestContext(
         "GET",
         path,
@@ -79,7 +84,10 @@ def test_session_from_another_continent_ten_minutes_later_is_challenged(
     assert decision.status == 401
     assert decision.error == "insufficient_user_authentication"
     assert "impossible_travel" in decision.reasons
-    assert ("impossible_travel", DEFAULT_WEIGHTS["impossible_travel"]) in decision.signals
+    assert (
+        "impossible_travel",
+        DEFAULT_WEIGHTS["impossible_travel"],
+    ) in decision.signals
     assert decision.score == sum(weight for _, weight in decision.signals)
     header = decision.www_authenticate("api")
     assert 'acr_values="urn:zt:acr:mfa"' in header
@@ -100,7 +108,9 @@ def test_same_trip_over_a_day_is_not_impossible(geo_guard, mint, clock) -> None:
 
 
 def test_tor_exit_on_a_sensitive_route_is_denied(geo_guard, mint) -> None:  # type: ignore[no-untyped-def]
-    guard = geo_guard(routes=[{"path": "/api/pay", "scopes": ["orders:read"], "deny_at": 80}])
+    guard = geo_guard(
+        routes=[{"path": "/api/pay", "scopes": ["orders:read"], "deny_at": 80}]
+    )
     decision = guard.decide(request(session_token(mint), TOR_EXIT, path="/api/pay"))
 
     assert decision.outcome is Outcome.DENY
@@ -109,7 +119,9 @@ def test_tor_exit_on_a_sensitive_route_is_denied(geo_guard, mint) -> None:  # ty
     assert "tor_exit" in decision.reasons
 
 
-def test_tor_exit_on_an_ordinary_route_is_challenged_not_denied(geo_guard, mint) -> None:  # type: ignore[no-untyped-def]
+def test_tor_exit_on_an_ordinary_route_is_challenged_not_denied(
+    geo_guard, mint
+) -> None:  # type: ignore[no-untyped-def]
     decision = geo_guard().decide(request(session_token(mint), TOR_EXIT))
 
     assert decision.outcome is Outcome.CHALLENGE
@@ -119,7 +131,9 @@ def test_hosting_provider_alone_stays_below_the_challenge(geo_guard, mint) -> No
     decision = geo_guard().decide(request(session_token(mint), HOSTING))
 
     assert decision.allowed
-    assert decision.signals == (("hosting_provider", DEFAULT_WEIGHTS["hosting_provider"]),)
+    assert decision.signals == (
+        ("hosting_provider", DEFAULT_WEIGHTS["hosting_provider"]),
+    )
 
 
 def test_device_changing_mid_session_is_drift(geo_guard, mint, clock) -> None:  # type: ignore[no-untyped-def]
@@ -152,14 +166,21 @@ def test_route_threshold_is_stricter_than_global(geo_guard, mint) -> None:  # ty
     token = session_token(mint)
 
     assert guard.decide(request(token, HOSTING)).allowed
-    assert guard.decide(request(token, HOSTING, path="/api/admin")).outcome is Outcome.CHALLENGE
+    assert (
+        guard.decide(request(token, HOSTING, path="/api/admin")).outcome
+        is Outcome.CHALLENGE
+    )
 
 
-def test_recent_step_up_answers_a_challenge_but_not_a_denial(geo_guard, mint, clock) -> None:  # type: ignore[no-untyped-def]
-    guard = geo_guard(routes=[
-        {"path": "/api/orders", "scopes": ["orders:read"]},
-        {"path": "/api/pay", "scopes": ["orders:read"], "deny_at": 80},
-    ])
+def test_recent_step_up_answers_a_challenge_but_not_a_denial(
+    geo_guard, mint, clock
+) -> None:  # type: ignore[no-untyped-def]
+    guard = geo_guard(
+        routes=[
+            {"path": "/api/orders", "scopes": ["orders:read"]},
+            {"path": "/api/pay", "scopes": ["orders:read"], "deny_at": 80},
+        ]
+    )
     stepped = session_token(mint, extra={"acr": "urn:zt:acr:mfa", "auth_time": clock()})
 
     assert guard.decide(request(stepped, TOR_EXIT)).allowed
@@ -197,14 +218,23 @@ def test_outdated_device_posture_is_a_signal(geo_guard, mint, clock) -> None:  #
 
     def posture(version: str) -> str:
         now = int(clock())
-        return mdm.sign({"iss": "https://mdm.example.test", "sub": "device-7",
-                         "iat": now, "exp": now + 3600, "os": "macos",
-                         "os_version": version})
+        return mdm.sign(
+            {
+                "iss": "https://mdm.example.test",
+                "sub": "device-7",
+                "iat": now,
+                "exp": now + 3600,
+                "os": "macos",
+                "os_version": version,
+            }
+        )
 
-    old = guard.decide(request(session_token(mint), BRITAIN,
-                               **{"x-device-posture": posture("13.6")}))
-    current = guard.decide(request(session_token(mint), BRITAIN,
-                                   **{"x-device-posture": posture("14.5")}))
+    old = guard.decide(
+        request(session_token(mint), BRITAIN, **{"x-device-posture": posture("13.6")})
+    )
+    current = guard.decide(
+        request(session_token(mint), BRITAIN, **{"x-device-posture": posture("14.5")})
+    )
 
     assert "posture_outdated" in old.reasons
     assert "posture_outdated" not in current.reasons
@@ -213,13 +243,26 @@ def test_outdated_device_posture_is_a_signal(geo_guard, mint, clock) -> None:  #
 
 def test_missing_posture_counts_only_when_required(geo_guard, mint) -> None:  # type: ignore[no-untyped-def]
     mdm_key = generate_key("ES256", "mdm-1")
-    optional = geo_guard(posture_jwks=mdm_key.jwks(), posture_issuer="https://mdm.test",
-                         posture_minimums={"macos": "14.0"})
-    required = geo_guard(posture_jwks=mdm_key.jwks(), posture_issuer="https://mdm.test",
-                         posture_minimums={"macos": "14.0"}, posture_required=True)
+    optional = geo_guard(
+        posture_jwks=mdm_key.jwks(),
+        posture_issuer="https://mdm.test",
+        posture_minimums={"macos": "14.0"},
+    )
+    required = geo_guard(
+        posture_jwks=mdm_key.jwks(),
+        posture_issuer="https://mdm.test",
+        posture_minimums={"macos": "14.0"},
+        posture_required=True,
+    )
 
-    assert "posture_missing" not in optional.decide(request(session_token(mint), BRITAIN)).reasons
-    assert "posture_missing" in required.decide(request(session_token(mint), BRITAIN)).reasons
+    assert (
+        "posture_missing"
+        not in optional.decide(request(session_token(mint), BRITAIN)).reasons
+    )
+    assert (
+        "posture_missing"
+        in required.decide(request(session_token(mint), BRITAIN)).reasons
+    )
 
 
 def test_unknown_signal_in_weights_fails_at_start(geo_guard) -> None:  # type: ignore[no-untyped-def]
@@ -249,6 +292,22 @@ def test_route_threshold_of_zero_challenges_every_request(geo_guard, mint) -> No
     )
 
     decision = guard.decide(request(session_token(mint), BRITAIN))
+
+    assert decision.score == 0
+    assert decision.outcome is Outcome.CHALLENGE
+
+
+def test_allow_listed_network_never_drives_the_score_below_zero(
+    geo_guard, mint, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    allow = tmp_path / "allow.txt"
+    allow.write_text("203.0.113.0/24\n")
+    guard = geo_guard(
+        ip_allow_file=str(allow),
+        routes=[{"path": "/api/orders", "scopes": ["orders:read"], "challenge_at": 0}],
+    )
+
+    decision = guard.decide(request(session_token(mint), "203.0.113.9"))
 
     assert decision.score == 0
     assert decision.outcome is Outcome.CHALLENGE

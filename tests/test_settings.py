@@ -134,7 +134,7 @@ def test_no_key_source_is_refused_naming_every_option() -> None:
 
 def test_refused_values_are_described_never_echoed() -> None:
     """A mistyped secret must not end up in a start-up log."""
-    secret = "hmac-secret-value-9f1c"  # noqa: S105 - a canary
+    secret = "hmac-secret-value-9f1c"
 
     with pytest.raises(ConfigurationError) as refused:
         build(jwks=secret)

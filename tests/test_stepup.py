@@ -1273,3 +1273,47 @@ def test_django_serves_the_endpoint_sync_and_async(mode: str) -> None:
     assert minted.status_code == 200
     assert minted["Content-Type"] == "application/json"
     assert claims_of(json.loads(minted.content)["access_token"])["sid"] == "s1"
+
+
+# -- regressions from the adversarial review ----------------------------------------
+
+
+def test_revoking_the_parent_token_also_refuses_its_step_up_token(
+    guard: Guard, secret: str, mint: Callable[..., str], clock: Any
+) -> None:
+    parent = session(mint)
+    stronger = stepped_up(guard, parent, secret, clock)
+    assert orders(guard, stronger).allowed
+
+    guard.revoke("jti", claims_of(parent)["jti"])
+
+    beside = orders(guard, parent, step_up=stronger)
+    alone = orders(guard, stronger)
+    assert (beside.status, beside.reason) == (401, "token_revoked")
+    assert (alone.status, alone.reason) == (401, "token_revoked")
+
+
+def test_a_one_time_session_token_stays_one_time_beside_a_step_up_token(
+    guard_for: Callable[..., Guard], mint: Callable[..., str], clock: Any
+) -> None:
+    guard = guard_for(one_time_claims={"token_use": ["once"]})
+    secret = guard.step_up_flow.enrol("alice").secret
+    stronger = stepped_up(guard, session(mint), secret, clock)
+    once = session(mint, extra={"token_use": "once"})
+
+    first = orders(guard, once, step_up=stronger)
+    second = orders(guard, once, step_up=stronger)
+
+    assert first.allowed
+    assert (second.status, second.reason) == (401, "token_replayed")
+
+
+def test_a_step_up_token_minted_without_a_device_binds_to_no_device(
+    guard: Guard, secret: str, mint: Callable[..., str], clock: Any
+) -> None:
+    stronger = stepped_up(guard, session(mint), secret, clock, ua="")
+    assert "zt_dev" not in claims_of(stronger)
+
+    elsewhere = orders(guard, stronger, ua="Mozilla/5.0 Evil")
+
+    assert (elsewhere.status, elsewhere.reason) == (401, "step_up_device_mismatch")

@@ -144,7 +144,7 @@ def test_required_token_type_accepts_its_spellings(
     make_verifier, signed, typ: str
 ) -> None:
     """RFC 9068: ``at+jwt``, with or without ``application/``, any case."""
-    verifier = make_verifier(token_type="at+jwt")  # noqa: S106
+    verifier = make_verifier(token_type="at+jwt")
     token = signed({"alg": "RS256", "kid": "k1", "typ": typ})
 
     assert verifier.verify_now(token).subject == "alice"
@@ -155,7 +155,7 @@ def test_required_token_type_refuses_anything_else(
     make_verifier, signed, typ: Any
 ) -> None:
     """An ID token (``JWT``) must not be usable as an access token."""
-    verifier = make_verifier(token_type="at+jwt")  # noqa: S106
+    verifier = make_verifier(token_type="at+jwt")
     header = {"alg": "RS256", "kid": "k1"}
     if typ is not None:
         header["typ"] = typ

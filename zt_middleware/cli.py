@@ -1,10 +1,10 @@
 """The ``zt`` command: keys, development tokens, inspection and the demo.
 
-    zt keys generate [--alg RS256] [--kid K] [--out DIR]
-    zt token issue --key PEM --kid K --iss URL --aud AUD --sub SUB [--scope S ...] [--ttl N]
-    zt token inspect TOKEN|- [--settings FILE.toml]
-    zt revoke (--jti J | --sid S | --sub U | --svc N | --list) --store URL
-    zt demo [--serve]
+zt keys generate [--alg RS256] [--kid K] [--out DIR]
+zt token issue --key PEM --kid K --iss URL --aud AUD --sub SUB [--scope S ...] [--ttl N]
+zt token inspect TOKEN|- [--settings FILE.toml]
+zt revoke (--jti J | --sid S | --sub U | --svc N | --list) --store URL
+zt demo [--serve]
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jwt.exceptions import PyJWTError
+
 from .errors import ConfigurationError, ZeroTrustError
 from .issuer import MAX_LIFETIME, Issuer, SigningKey, generate_key
 from .jws import b64url_decode, parse_json_object
-
-from jwt.exceptions import PyJWTError
 
 __all__ = ["main"]
 
@@ -43,29 +43,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zt", description="Zero Trust middleware tools.")
+    parser = argparse.ArgumentParser(
+        prog="zt", description="Zero Trust middleware tools."
+    )
     commands = parser.add_subparsers(metavar="COMMAND")
 
-    keys = commands.add_parser("keys", help="key pairs").add_subparsers(metavar="ACTION")
-    generate = keys.add_parser("generate", help="write a key pair as PEM and as a JWK Set")
-    generate.add_argument("--alg", default="RS256", choices=["RS256", "PS256", "ES256", "EdDSA"])
+    keys = commands.add_parser("keys", help="key pairs").add_subparsers(
+        metavar="ACTION"
+    )
+    generate = keys.add_parser(
+        "generate", help="write a key pair as PEM and as a JWK Set"
+    )
+    generate.add_argument(
+        "--alg", default="RS256", choices=["RS256", "PS256", "ES256", "EdDSA"]
+    )
     generate.add_argument("--kid", default=None)
     generate.add_argument("--out", default=".", help="directory for the files")
     generate.set_defaults(run=_keys_generate)
 
-    token = commands.add_parser("token", help="development tokens").add_subparsers(metavar="ACTION")
+    token = commands.add_parser("token", help="development tokens").add_subparsers(
+        metavar="ACTION"
+    )
     issue = token.add_parser("issue", help="sign a development token")
     issue.add_argument("--key", required=True, help="private key PEM file")
     issue.add_argument("--kid", required=True)
-    issue.add_argument("--alg", default=None, choices=["RS256", "PS256", "ES256", "EdDSA"])
+    issue.add_argument(
+        "--alg", default=None, choices=["RS256", "PS256", "ES256", "EdDSA"]
+    )
     issue.add_argument("--iss", required=True)
     issue.add_argument("--aud", required=True, action="append", help="repeatable")
     issue.add_argument("--sub", required=True)
     issue.add_argument("--scope", action="append", default=[])
-    issue.add_argument("--ttl", type=int, default=300, help=f"seconds, at most {MAX_LIFETIME}")
+    issue.add_argument(
+        "--ttl", type=int, default=300, help=f"seconds, at most {MAX_LIFETIME}"
+    )
     issue.set_defaults(run=_token_issue)
 
-    inspect = token.add_parser("inspect", help="decode a token and say why it would be refused")
+    inspect = token.add_parser(
+        "inspect", help="decode a token and say why it would be refused"
+    )
     inspect.add_argument("token", help="the token, or - to read it from standard input")
     inspect.add_argument("--settings", help="TOML file with a [zero_trust] table")
     inspect.set_defaults(run=_token_inspect)
@@ -105,8 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     enrol.set_defaults(run=_totp_enrol)
 
-    demo = commands.add_parser("demo", help="run the three example services over real HTTP")
-    demo.add_argument("--serve", action="store_true", help="keep them running; print curl lines")
+    demo = commands.add_parser(
+        "demo", help="run the three example services over real HTTP"
+    )
+    demo.add_argument(
+        "--serve", action="store_true", help="keep them running; print curl lines"
+    )
     demo.set_defaults(run=_demo)
 
     return parser
@@ -128,8 +148,10 @@ def _keys_generate(args: argparse.Namespace) -> int:
     (out / f"{key.kid}.public.pem").write_bytes(key.public_pem())
     (out / f"{key.kid}.jwks.json").write_text(json.dumps(key.jwks(), indent=2) + "\n")
 
-    print(f"kid {key.kid} ({key.algorithm}): {private} (keep secret), "
-          f"{key.kid}.public.pem, {key.kid}.jwks.json in {out}")
+    print(
+        f"kid {key.kid} ({key.algorithm}): {private} (keep secret), "
+        f"{key.kid}.public.pem, {key.kid}.jwks.json in {out}"
+    )
     return 0
 
 
@@ -165,8 +187,8 @@ def _token_inspect(args: argparse.Namespace) -> int:
         print("(no --settings: signature and claims not checked)")
         return 0
 
-    from .settings import Settings
     from .guard import Guard
+    from .settings import Settings
 
     guard = Guard(Settings.from_toml(args.settings))
     try:
@@ -204,7 +226,9 @@ def _revoke(args: argparse.Namespace) -> int:
     settings = Settings.from_toml(args.settings) if args.settings else None
     url = args.store or (settings.store if settings else None)
     if not url:
-        raise ConfigurationError("--store: give the store URL, or --settings naming one")
+        raise ConfigurationError(
+            "--store: give the store URL, or --settings naming one"
+        )
     if url.startswith("memory:"):
         raise ConfigurationError(
             "--store: memory:// lives in one process; no worker would see this"
@@ -216,10 +240,14 @@ def _revoke(args: argparse.Namespace) -> int:
         if args.list:
             found = store.revocations(now=now)
         else:
-            kind = next(kind for kind in REVOCATION_KINDS if getattr(args, kind) is not None)
+            kind = next(
+                kind for kind in REVOCATION_KINDS if getattr(args, kind) is not None
+            )
             value = getattr(args, kind)
             if not value:
-                raise ConfigurationError(f"--{kind}: expected a value, got an empty one")
+                raise ConfigurationError(
+                    f"--{kind}: expected a value, got an empty one"
+                )
             ttl = revocation_ttl(kind, settings, now=now)
             found = [store.revoke(kind, value, now=now, ttl=ttl)]
     finally:
@@ -243,7 +271,9 @@ def _totp_enrol(args: argparse.Namespace) -> int:
     settings = Settings.from_toml(args.settings) if args.settings else None
     url = args.store or (settings.store if settings else None)
     if not url:
-        raise ConfigurationError("--store: give the store URL, or --settings naming one")
+        raise ConfigurationError(
+            "--store: give the store URL, or --settings naming one"
+        )
     if url.startswith("memory:"):
         raise ConfigurationError(
             "--store: memory:// lives in this process; no service would see the secret"
@@ -253,7 +283,9 @@ def _totp_enrol(args: argparse.Namespace) -> int:
     if args.qr:
         kind = Path(args.qr).suffix.lower().lstrip(".")
         if kind not in ("svg", "png"):
-            raise ConfigurationError(f"--qr: expected a .svg or .png file, got {args.qr!r}")
+            raise ConfigurationError(
+                f"--qr: expected a .svg or .png file, got {args.qr!r}"
+            )
         try:
             fd = os.open(args.qr, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
@@ -279,7 +311,9 @@ def _totp_enrol(args: argparse.Namespace) -> int:
     if qr_file is not None:
         with qr_file:
             enrolment.qr().save(qr_file, kind=kind, scale=6)
-        print(f"QR code written to {args.qr} (it holds the secret: delete it once scanned)")
+        print(
+            f"QR code written to {args.qr} (it holds the secret: delete it once scanned)"
+        )
     else:
         enrolment.qr().terminal(out=sys.stdout, compact=True)
     return 0
@@ -288,7 +322,9 @@ def _totp_enrol(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(serve=args.serve, root=Path(os.environ.get("ZT_DEMO_ROOT", Path.cwd())))
+    return run_demo(
+        serve=args.serve, root=Path(os.environ.get("ZT_DEMO_ROOT", Path.cwd()))
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

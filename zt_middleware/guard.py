@@ -26,25 +26,24 @@ from . import reasons
 from .audit import AuditLog
 from .context import RequestContext, cookie_value, wants_html
 from .decision import Decision, Outcome
+from .effects import ReadState, WriteState, adrive, drive, store_errors
 from .errors import (
     CredentialError,
     InvalidRequest,
     InvalidToken,
-    StoreUnavailable,
     UnavailableError,
 )
 from .keys import KeySource, key_source_from_settings
 from .principal import Principal
 from .revocation import revocation_ttl
+from .risk import Assessment, RiskEngine
 from .routes import Requirement, RouteTable, normalise_path
 from .session import compare, device_fingerprint, network_of
 from .settings import Settings, load_settings
+from .stepup import StepUpFlow
 from .stores import StateKeys, StateRead, StateWrite, Store
 from .stores.base import Revocation
 from .stores.urls import store_from_url
-from .effects import ReadState, WriteState, adrive, drive, store_errors
-from .risk import Assessment, RiskEngine
-from .stepup import StepUpFlow
 from .tokens import TokenVerifier
 
 __all__ = ["Guard"]
@@ -54,7 +53,6 @@ logger = logging.getLogger("zt_middleware.guard")
 # RFC 6750 section 2.1: b64token after one "Bearer" and spaces.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*) *")
-
 
 
 Steps = Generator[Any, Any, Decision]
@@ -99,7 +97,7 @@ class Guard:
         """Decide synchronously (WSGI, sync Django)."""
         try:
             decision = drive(self._steps(ctx))
-        except Exception as exc:  # noqa: BLE001 - fail closed
+        except Exception as exc:
             decision = self._refusal(exc)
 
         return self._recorded(ctx, decision)
@@ -108,7 +106,7 @@ class Guard:
         """Decide from an event loop; blocking work goes to a thread."""
         try:
             decision = await adrive(self._steps(ctx))
-        except Exception as exc:  # noqa: BLE001 - fail closed
+        except Exception as exc:
             decision = self._refusal(exc)
 
         return self._recorded(ctx, decision)
@@ -138,14 +136,14 @@ class Guard:
         """Serve the step-up endpoint (sync stacks)."""
         try:
             return drive(self.step_up_flow.handle(ctx, body))
-        except Exception as exc:  # noqa: BLE001 - fail closed
+        except Exception as exc:
             return self.render(self._recorded(ctx, self._refusal(exc)), ctx)
 
     async def astep_up(self, ctx: RequestContext, body: bytes) -> Response:
         """Serve the step-up endpoint from an event loop."""
         try:
             return await adrive(self.step_up_flow.handle(ctx, body))
-        except Exception as exc:  # noqa: BLE001 - fail closed
+        except Exception as exc:
             return self.render(self._recorded(ctx, self._refusal(exc)), ctx)
 
     @property
@@ -158,7 +156,7 @@ class Guard:
         """Audit the decision; a decision that cannot be audited is refused."""
         try:
             self.audit.record(ctx, decision)
-        except Exception as exc:  # noqa: BLE001 - fail closed
+        except Exception as exc:
             logger.error("audit failed with %s; refusing", type(exc).__name__)
             return Decision(
                 Outcome.DENY,
@@ -176,8 +174,9 @@ class Guard:
         if _CONTROL.search(ctx.path):
             # Routers disagree on these ("$" matches before a final newline):
             # no spelling with a control character is judged at all.
-            raise InvalidRequest("the path holds a control character",
-                                 reason=reasons.MALFORMED_PATH)
+            raise InvalidRequest(
+                "the path holds a control character", reason=reasons.MALFORMED_PATH
+            )
 
         requirement = self.requirement_for(ctx)
         if requirement is not None and requirement.public:
@@ -195,7 +194,7 @@ class Guard:
                 why += (reasons.ROUTE_UNANNOTATED,)
             return Decision(Outcome.DENY, 401, why)
 
-        principal = yield from self.verifier.verify(token)
+        principal = presented = yield from self.verifier.verify(token)
 
         companion = self._step_up_credential(ctx)
         if companion is not None and companion != token:
@@ -203,7 +202,11 @@ class Guard:
             mismatch = self._step_up_mismatch(principal, stronger)
             if mismatch is not None:
                 return Decision(
-                    Outcome.DENY, 401, (mismatch,), error="invalid_token", principal=principal
+                    Outcome.DENY,
+                    401,
+                    (mismatch,),
+                    error="invalid_token",
+                    principal=principal,
                 )
             principal = stronger
 
@@ -221,27 +224,51 @@ class Guard:
         if not decision.allowed:
             return decision
 
-        return (yield from self._session(ctx, principal, requirement))
+        return (yield from self._session(ctx, principal, presented, requirement))
 
-    def _session(self, ctx: RequestContext, principal: Principal, requirement: Requirement) -> Steps:
-        """Revocations, then record the request and claim one-time tokens."""
-        keys = StateKeys(principal.subject, principal.session_id, principal.token_id)
+    def _session(
+        self,
+        ctx: RequestContext,
+        principal: Principal,
+        presented: Principal,
+        requirement: Requirement,
+    ) -> Steps:
+        """Revocations, then record the request and claim one-time tokens.
+
+        ``principal`` is who the request acts as (the step-up token when one
+        rides along); ``presented`` the session token it was sent with. Both
+        must be unrevoked, and the session token's one-time mark holds
+        whatever rides beside it.
+        """
+        parent = presented.token_id if presented is not principal else None
+        if parent is None:
+            parent = _optional_text(principal.claims.get("zt_parent"))
+        keys = StateKeys(
+            principal.subject, principal.session_id, principal.token_id, parent
+        )
         state: StateRead = yield ReadState(self.store, keys)
 
         revoked = self._revocation(principal, state)
         if revoked is not None:
             return Decision(
-                Outcome.DENY, 401, (revoked,), error="invalid_token", principal=principal
+                Outcome.DENY,
+                401,
+                (revoked,),
+                error="invalid_token",
+                principal=principal,
             )
 
         device = device_fingerprint(ctx.headers, self.settings.device_headers)
         network = network_of(ctx.client)
-        if _is_step_up(principal) and principal.claims.get("zt_dev") not in (None, device):
+        if self._is_step_up(principal) and principal.claims.get("zt_dev") != device:
             # A step-up token proves a factor on one device; elsewhere it
             # proves nothing.
             return Decision(
-                Outcome.DENY, 401, (reasons.STEP_UP_DEVICE_MISMATCH,),
-                error="invalid_token", principal=principal,
+                Outcome.DENY,
+                401,
+                (reasons.STEP_UP_DEVICE_MISMATCH,),
+                error="invalid_token",
+                principal=principal,
             )
 
         now = self.clock()
@@ -251,10 +278,20 @@ class Guard:
         if verdict is not None:
             return verdict
 
-        once = self._is_one_time(principal, requirement)
-        if once and principal.token_id is None:
+        once_token = next(
+            (
+                candidate
+                for candidate in (presented, principal)
+                if self._is_one_time(candidate, requirement)
+            ),
+            None,
+        )
+        if once_token is not None and once_token.token_id is None:
             return Decision(
-                Outcome.DENY, 401, (reasons.CLAIM_MISSING,), error="invalid_token",
+                Outcome.DENY,
+                401,
+                (reasons.CLAIM_MISSING,),
+                error="invalid_token",
                 principal=principal,
             )
 
@@ -266,7 +303,7 @@ class Guard:
             network=network,
             seen_at=now,
             history_ttl=self.settings.history_ttl,
-            once_key=principal.token_id if once else None,
+            once_key=once_token.token_id if once_token else None,
             once_ttl=max(1, int(principal.expires_at - now) + self.settings.leeway),
             country=place.country if place else None,
             latitude=place.latitude if place else None,
@@ -275,7 +312,10 @@ class Guard:
         first_use: bool = yield WriteState(self.store, update)
         if not first_use:
             return Decision(
-                Outcome.DENY, 401, (reasons.TOKEN_REPLAYED,), error="invalid_token",
+                Outcome.DENY,
+                401,
+                (reasons.TOKEN_REPLAYED,),
+                error="invalid_token",
                 principal=principal,
             )
 
@@ -290,7 +330,11 @@ class Guard:
         )
 
     def _judge(
-        self, principal: Principal, requirement: Requirement, risk: Assessment, now: float
+        self,
+        principal: Principal,
+        requirement: Requirement,
+        risk: Assessment,
+        now: float,
     ) -> Decision | None:
         """Deny or challenge on the score; None lets the request through."""
         settings = self.settings
@@ -332,7 +376,9 @@ class Guard:
         if not self._acr_meets(principal.acr, self.settings.step_up_acr):
             return False
         auth_time = principal.auth_time
-        return auth_time is not None and now - auth_time <= self.settings.step_up_max_age
+        return (
+            auth_time is not None and now - auth_time <= self.settings.step_up_max_age
+        )
 
     def _step_up_credential(self, ctx: RequestContext) -> str | None:
         """The step-up token riding beside the session's, if any."""
@@ -344,11 +390,19 @@ class Guard:
             )
         return header or cookie
 
-    def _step_up_mismatch(self, principal: Principal, stronger: Principal) -> str | None:
+    def _step_up_mismatch(
+        self, principal: Principal, stronger: Principal
+    ) -> str | None:
         """Why a step-up token cannot stand in for this session's, or None."""
-        if not _is_step_up(stronger) or stronger.issuer != self.settings.step_up_token_issuer:
+        if (
+            not self._is_step_up(stronger)
+            or stronger.issuer != self.settings.step_up_token_issuer
+        ):
             return reasons.STEP_UP_INVALID
-        if stronger.subject != principal.subject or stronger.session_id != principal.session_id:
+        if (
+            stronger.subject != principal.subject
+            or stronger.session_id != principal.session_id
+        ):
             return reasons.STEP_UP_SESSION_MISMATCH
         return None
 
@@ -364,10 +418,17 @@ class Guard:
             return reasons.SUBJECT_REVOKED
         return None
 
+    def _is_step_up(self, principal: Principal) -> bool:
+        """A step-up token this service minted (its own issuer, its own key)."""
+        return (
+            principal.issuer == self.settings.step_up_token_issuer
+            and principal.claims.get("token_use") == "step_up"
+        )
+
     def _is_one_time(self, principal: Principal, requirement: Requirement) -> bool:
         if requirement.one_time:
             return True
-        if self.settings.step_up_one_time and _is_step_up(principal):
+        if self.settings.step_up_one_time and self._is_step_up(principal):
             return True
         for claim, values in self.settings.one_time_claims.items():
             if principal.claims.get(claim) in values:
@@ -376,7 +437,9 @@ class Guard:
 
     # -- revocation --------------------------------------------------------------
 
-    def revoke(self, kind: str, value: str, *, expires_at: float | None = None) -> Revocation:
+    def revoke(
+        self, kind: str, value: str, *, expires_at: float | None = None
+    ) -> Revocation:
         """Revoke a ``jti``, ``sid``, ``sub`` or ``svc`` in the shared store.
 
         A token's entry lives until its ``exp`` when given, else for the
@@ -430,7 +493,9 @@ class Guard:
                     reason=reasons.MULTIPLE_CREDENTIALS,
                 )
             if len(cookie) > self.settings.max_token_size:
-                raise InvalidToken("the token is too large", reason=reasons.TOKEN_TOO_LARGE)
+                raise InvalidToken(
+                    "the token is too large", reason=reasons.TOKEN_TOO_LARGE
+                )
             return cookie
         if header is None:
             if ctx.query_has_token:
@@ -472,7 +537,9 @@ class Guard:
                 scope=requirement.scopes,
             )
 
-        unmet = [acr for acr in requirement.acrs if not self._acr_meets(principal.acr, acr)]
+        unmet = [
+            acr for acr in requirement.acrs if not self._acr_meets(principal.acr, acr)
+        ]
         if unmet:
             wanted = " ".join(sorted(unmet, key=self._acr_rank, reverse=True))
             return Decision(
@@ -515,9 +582,7 @@ class Guard:
 
     def _refusal(self, exc: Exception) -> Decision:
         if isinstance(exc, CredentialError):
-            return Decision(
-                Outcome.DENY, exc.status, (exc.reason,), error=exc.error
-            )
+            return Decision(Outcome.DENY, exc.status, (exc.reason,), error=exc.error)
 
         if isinstance(exc, UnavailableError):
             logger.error("cannot decide: %s: %s", exc.reason, exc.description)
@@ -531,10 +596,14 @@ class Guard:
 
         # A bug or an unexpected input: refuse, and say only the type.
         logger.error("decision failed with %s; refusing", type(exc).__name__)
-        return Decision(Outcome.DENY, 403, (reasons.DECISION_ERROR,), error="access_denied")
+        return Decision(
+            Outcome.DENY, 403, (reasons.DECISION_ERROR,), error="access_denied"
+        )
 
 
-def _stricter(first: Requirement | None, second: Requirement | None) -> Requirement | None:
+def _stricter(
+    first: Requirement | None, second: Requirement | None
+) -> Requirement | None:
     """Merge two table answers; "no rule" beats public, protection beats both."""
     if first is None or second is None:
         found = first or second
@@ -542,8 +611,6 @@ def _stricter(first: Requirement | None, second: Requirement | None) -> Requirem
     return first.merge(second)
 
 
-def _is_step_up(principal: Principal) -> bool:
-    return principal.claims.get("token_use") == "step_up"
 
 
 def _weighed(risk: Assessment) -> tuple[tuple[str, int], ...]:
@@ -553,3 +620,7 @@ def _weighed(risk: Assessment) -> tuple[tuple[str, int], ...]:
 def _stricter_threshold(default: int, route: int | None) -> int:
     """A route may lower a threshold (0 included), never raise it."""
     return default if route is None else min(default, route)
+
+
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -160,7 +160,9 @@ class RiskEngine:
         signals = tuple(
             Signal(name, self.weights[name]) for name in found if name in self.weights
         )
-        return Assessment(sum(s.weight for s in signals), signals, place)
+        # An allow-listed network lowers other evidence, never below zero: a
+        # route that challenges at 0 still challenges.
+        return Assessment(max(0, sum(s.weight for s in signals)), signals, place)
 
     def _impossible(self, previous: SessionRecord, place: Place, now: float) -> bool:
         if previous.latitude is None or previous.longitude is None:

@@ -44,7 +44,9 @@ class ZeroTrustMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self.guard = guard or Guard(settings if settings is not None else (options or None))
+        self.guard = guard or Guard(
+            settings if settings is not None else (options or None)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -101,7 +103,12 @@ class ZeroTrustMiddleware:
         await _send_response(send, self.guard.render(decision, ctx))
 
     async def _refuse_websocket(
-        self, scope: Scope, receive: Receive, send: Send, decision: Decision, ctx: RequestContext
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        decision: Decision,
+        ctx: RequestContext,
     ) -> None:
         # The handshake is answered before any accept: never a 101.
         message = await receive()
@@ -114,7 +121,9 @@ class ZeroTrustMiddleware:
                 {
                     "type": "websocket.http.response.start",
                     "status": status,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+                    "headers": [
+                        (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
+                    ],
                 }
             )
             await send({"type": "websocket.http.response.body", "body": body})
@@ -149,9 +158,7 @@ async def _send_response(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [
-                (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
-            ],
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -186,7 +193,7 @@ def _match(routes: Any, scope: Scope) -> tuple[Requirement | None, str | None]:
             continue
         try:
             match, child = matches(scope)
-        except Exception:  # noqa: BLE001 - an odd route resolves to nothing
+        except Exception:
             continue
         level = getattr(match, "value", match)
         if not level:
@@ -218,7 +225,7 @@ def _match_included(
     """
     try:
         match, child, route, _ = router._match(scope)
-    except Exception:  # noqa: BLE001 - unknown FastAPI internals: deny
+    except Exception:
         return 0, (None, None)
     level = getattr(match, "value", match)
     if not level or route is None:
@@ -227,4 +234,7 @@ def _match_included(
         return _match_included(route, scope)
 
     endpoint = child.get("endpoint") or getattr(route, "endpoint", None)
-    return level, (requirement_of(endpoint, scope.get("method")), getattr(route, "path", None))
+    return level, (
+        requirement_of(endpoint, scope.get("method")),
+        getattr(route, "path", None),
+    )

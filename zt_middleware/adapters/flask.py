@@ -35,7 +35,11 @@ class ZeroTrust:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        settings = self._settings if self._settings is not None else app.config.get("ZERO_TRUST")
+        settings = (
+            self._settings
+            if self._settings is not None
+            else app.config.get("ZERO_TRUST")
+        )
         guard = Guard(settings)
         app.extensions[EXTENSION_KEY] = guard
         app.before_request_funcs.setdefault(None, []).insert(0, _check)
@@ -50,7 +54,9 @@ def _check() -> Response | None:
     from flask import current_app
 
     guard: Guard = current_app.extensions[EXTENSION_KEY]
-    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    view = (
+        current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    )
     rule = request.url_rule.rule if request.url_rule is not None else None
     ctx = context_from_environ(
         request.environ,

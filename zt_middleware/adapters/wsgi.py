@@ -123,7 +123,9 @@ class ZeroTrustWSGIMiddleware:
         self.app = app
         self.guard = guard or Guard(settings)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         ctx = context_from_environ(environ, self.guard.settings.trusted_proxies)
         if self.guard.is_step_up(ctx):
             body = read_body(environ) if ctx.method == "POST" else b""

@@ -62,10 +62,14 @@ class StateKeys:
     subject: str
     session_id: str | None = None
     token_id: str | None = None
+    # A second token whose revocation also refuses the request: the session
+    # token a step-up token was minted from, or rides beside.
+    parent_token_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StateRead:
+    # The token, or its parent, is revoked.
     token_revoked: bool = False
     session_revoked: bool = False
     # Tokens of the subject issued before this time are revoked.

@@ -53,8 +53,10 @@ class MemoryStore(Store):
             session = self._sessions.get(keys.session_id or "")
             last = self._last.get(keys.subject)
             return StateRead(
-                token_revoked=keys.token_id is not None
-                and self._live(("jti", keys.token_id), now) is not None,
+                token_revoked=any(
+                    jti is not None and self._live(("jti", jti), now) is not None
+                    for jti in (keys.token_id, keys.parent_token_id)
+                ),
                 session_revoked=keys.session_id is not None
                 and self._live(("sid", keys.session_id), now) is not None,
                 subject_revoked_before=subject.revoked_at if subject else None,

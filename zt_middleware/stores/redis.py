@@ -351,6 +351,8 @@ class RedisStore(Store):
         # same-slot keys in one MGET measured no faster.
         if keys.token_id is not None:
             pipe.get(self._revoked_key("jti", keys.token_id))
+        if keys.parent_token_id is not None:
+            pipe.get(self._revoked_key("jti", keys.parent_token_id))
         if keys.session_id is not None:
             pipe.get(self._revoked_key("sid", keys.session_id))
             pipe.get(self._key("sid", keys.session_id, "last"))
@@ -362,6 +364,8 @@ class RedisStore(Store):
     def _parse_read(self, keys: StateKeys, replies: list[Any]) -> StateRead:
         replies = list(replies)
         token = replies.pop(0) if keys.token_id is not None else None
+        if keys.parent_token_id is not None:
+            token = replies.pop(0) or token
         session_revoked = session = None
         if keys.session_id is not None:
             session_revoked, session = replies.pop(0), replies.pop(0)

@@ -90,7 +90,7 @@ _UPGRADES = {0: _SCHEMA, 1: _UPGRADE_FROM_1}
 # tag, a time, two texts, and a place (country, latitude, longitude).
 _READ = """
 SELECT 'jti', revoked_at, NULL, NULL, NULL, NULL, NULL FROM zt_revocations
-    WHERE kind = 'jti' AND value = :jti AND expires_at > :now
+    WHERE kind = 'jti' AND value IN (:jti, :parent) AND expires_at > :now
 UNION ALL SELECT 'sid', revoked_at, NULL, NULL, NULL, NULL, NULL FROM zt_revocations
     WHERE kind = 'sid' AND value = :sid AND expires_at > :now
 UNION ALL SELECT 'sub', revoked_at, NULL, NULL, NULL, NULL, NULL FROM zt_revocations
@@ -230,6 +230,7 @@ class SQLiteStore(Store):
     def read(self, keys: StateKeys) -> StateRead:
         params = {
             "jti": keys.token_id,
+            "parent": keys.parent_token_id,
             "sid": keys.session_id,
             "sub": keys.subject,
             "now": self._clock(),
