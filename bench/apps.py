@@ -205,7 +205,7 @@ def configure_django(settings: dict[str, Any] | None, *, asynchronous: bool) -> 
         return
     django_settings.configure(
         DEBUG=False,
-        SECRET_KEY="bench-only-not-a-secret",
+        SECRET_KEY="bench-only-not-a-secret",  # noqa: S106 - throwaway, local
         ALLOWED_HOSTS=["127.0.0.1", "localhost"],
         ROOT_URLCONF="bench.django_urls",
         INSTALLED_APPS=[],

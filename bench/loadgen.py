@@ -12,10 +12,11 @@ of its response. Responses need a Content-Length or chunked encoding.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
@@ -23,6 +24,8 @@ from .inprocess import USER_AGENT
 from .samples import Sample, sample_from
 
 HOST = "127.0.0.1"
+LOST = 0  # the status recorded for a response that never came
+GRACE = 30.0  # seconds past its deadline before a job is abandoned
 
 
 @dataclass(frozen=True)
@@ -102,26 +105,33 @@ class _Connection(asyncio.Protocol):
         self.run = run
         self.buffer = bytearray()
         self.sent_at = 0.0
+        self.waiting = False
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def send_next(self) -> None:
-        assert self.transport is not None
-        request = self.run.next_request()
-        if request is None:
-            self.transport.close()
+        transport, request = self.transport, self.run.next_request()
+        if transport is None:
             return
-        self.sent_at = time.perf_counter()
-        self.transport.write(request)
+        if request is None:
+            transport.close()
+            return
+        self.sent_at, self.waiting = time.perf_counter(), True
+        transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        end = response_end(self.buffer)
+        try:
+            end = response_end(self.buffer)
+        except (ProtocolError, ValueError):
+            self.close()
+            return
         if end < 0:
             return
 
+        self.waiting = False
         self.run.latencies.append(time.perf_counter() - self.sent_at)
         status = int(self.buffer[9:12])
         if status != 200:
@@ -129,7 +139,13 @@ class _Connection(asyncio.Protocol):
         del self.buffer[:end]
         self.send_next()
 
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiting:  # closed by the server, or unframeable: a failure
+            self.run.failed.append(LOST)
         self.run.closed()
 
 
@@ -166,12 +182,17 @@ async def _run_job(job: Job, repeated: str, pool: list[str]) -> Sample:
     run.deadline = start + job.seconds
     for connection in connections:
         connection.send_next()
-    await run.finished
+    try:
+        await asyncio.wait_for(asyncio.shield(run.finished), job.seconds + GRACE)
+    except asyncio.TimeoutError:
+        for connection in connections:
+            connection.close()
+        raise TimeoutError(f"no response from port {job.port} for {GRACE}s") from None
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu
 
     sample = sample_from(run.latencies, elapsed, len(run.failed), run.failed)
-    return Sample(**{**asdict(sample), "client_cpu": cpu / elapsed})
+    return dataclasses.replace(sample, client_cpu=cpu / elapsed)
 
 
 def _worker(conn: Any, repeated: str, pool: list[str]) -> None:
@@ -182,7 +203,7 @@ def _worker(conn: Any, repeated: str, pool: list[str]) -> None:
             break
         try:
             conn.send(loop.run_until_complete(_run_job(job, repeated, pool)))
-        except Exception as exc:  # noqa: BLE001 - reported to the parent
+        except Exception as exc:
             conn.send(exc)
     loop.close()
 

@@ -53,7 +53,9 @@ def _guarded_cases(app: str, *, audit: bool) -> list[Case]:
         Case(ZT_PUBLIC, app, "zt", "public", "none", BARE_PUBLIC),
     ]
     if audit:
-        cases.append(Case(ZT_AUDIT, app, "zt", "protected", "repeated", BARE, audit=True))
+        cases.append(
+            Case(ZT_AUDIT, app, "zt", "protected", "repeated", BARE, audit=True)
+        )
     return cases
 
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from .plan import FJWT_FIRST_SEEN, FJWT_REPEATED, ZT_FIRST_SEEN, ZT_REPEATED, Group
 from .samples import Sample
-from .verifier import DECODE, VerifierRow
+from .verifier import VerifierRow
 
 WIDTH = 34  # the case column
+BUSY = 0.05  # flag a row when other processes took this share of the CPU
 
 
 def heading(title: str) -> str:
@@ -28,13 +29,10 @@ def _percent(value: float | None) -> str:
 
 
 def verifier_table(rows: Iterable[VerifierRow]) -> list[str]:
-    rows = list(rows)
-    baselines = {row.algorithm: row for row in rows if row.case == DECODE}
     lines = [f"{'alg':<7}{'case':<{WIDTH}}{'µs/token':>10}{'vs jwt.decode':>15}"]
     for row in rows:
-        ratio = row.ratio_to(baselines[row.algorithm])
         lines.append(
-            f"{row.algorithm:<7}{row.case:<{WIDTH}}{row.micros:>10.1f}{ratio:>14.2f}x"
+            f"{row.algorithm:<7}{row.case:<{WIDTH}}{row.micros:>10.1f}{row.ratio:>14.2f}x"
         )
 
     return lines
@@ -53,6 +51,7 @@ def group_table(
     )
     if cpu:
         header += f"{'srv cpu':>9}{'lg cpu':>8}"
+    header += f"{'others':>8}"
     lines = [f"{group.name}", header]
 
     for case in group.cases:
@@ -68,6 +67,7 @@ def group_table(
         )
         if cpu:
             line += f"{_percent(sample.server_cpu):>9}{_percent(sample.client_cpu):>8}"
+        line += f"{_percent(sample.others_cpu):>8}"
         lines.append(line + _flags(sample))
 
     comparison = zt_over_fjwt(results)
@@ -83,7 +83,10 @@ def group_table(
 def _flags(sample: Sample) -> str:
     flags = []
     if sample.errors:
-        flags.append(f"!! {sample.errors} non-200 {list(sample.statuses)}")
+        codes = ", ".join(str(code) if code else "lost" for code in sample.statuses)
+        flags.append(f"!! {sample.errors} not 200 ({codes})")
+    if sample.others_cpu is not None and sample.others_cpu >= BUSY:
+        flags.append("busy machine")
     if sample.client_cpu is not None and sample.client_cpu > 0.9:
         flags.append("load generator near saturation")
     flags.extend(sample.notes)
@@ -118,7 +121,11 @@ class Target:
             return "NO DATA"
         if not self.valid:
             return "INVALID (non-200 responses)"
-        met = self.value >= self.threshold if self.at_least else self.value <= self.threshold
+        met = (
+            self.value >= self.threshold
+            if self.at_least
+            else self.value <= self.threshold
+        )
         return "MET" if met else "NOT MET"
 
     def line(self) -> str:

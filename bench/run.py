@@ -34,7 +34,10 @@ How to read the ratios
   runs once, in turn, so bare and guarded runs share the machine's noise.
   On this 2-core machine the server takes one core and the load generator
   the other; "srv cpu" near 100% means the figure is the server's limit,
-  "lg cpu" near 100% would mean the client limits it instead.
+  "lg cpu" near 100% would mean the client limits it instead. "others" is
+  the share of the machine that other processes took during the run (the
+  median over repeats); rows where it reaches 5% are marked "busy machine"
+  and their figures are inflated.
 
 Exit status is 0 whatever the verdicts; 1 only when a benchmark could not
 run (an app failed to build or a server failed to start).
@@ -60,20 +63,28 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from bench import apps, inprocess, plan, report, verifier
 from bench.loadgen import Job, LoadGenerator
+from bench.machine import CpuMeter, revision
 from bench.samples import Sample, median_of
-from bench.servers import Server, ServerError
+from bench.servers import ROOT, Server, ServerError
 from bench.workload import TokenSlices, Workload, mint
-
 from zt_middleware.issuer import generate_key
 
 AUDIT_LOGGER = "zt_middleware.audit"
 IN_PROCESS_FRAMEWORKS = ("starlette", "fastapi", "flask", "django-wsgi")
 HTTP_FRAMEWORKS = ("starlette", "fastapi", "flask", "django-wsgi", "django-asgi")
 REQUEST_CAP = 2_000_000  # every loop is also bounded by count
+QUICK = {
+    "repeats": 1,
+    "tokens": 3000,
+    "verifier_tokens": 500,
+    "verifier_hits": 5000,
+    "inproc_seconds": 0.1,
+    "http_seconds": 0.4,
+    "warmup_seconds": 0.15,
+}
 
 
 # -- options -------------------------------------------------------------------
@@ -95,14 +106,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--http-seconds", type=float, default=1.2, help="per HTTP run")
     add("--warmup-seconds", type=float, default=0.3, help="per case, before runs")
     add("--connections", type=int, default=16, help="load generator connections")
-    add("--waitress-threads", type=int, default=1)
+    add("--waitress-threads", type=int, default=1, help="worker threads")
     add("--http-impl", default="auto", choices=["auto", "httptools", "h11"])
-    args = parser.parse_args(argv)
 
-    if args.quick:
-        args.repeats, args.tokens = 1, 3000
-        args.verifier_tokens, args.verifier_hits = 500, 5000
-        args.inproc_seconds, args.http_seconds, args.warmup_seconds = 0.1, 0.4, 0.15
+    # --quick changes the defaults; flags given explicitly still win.
+    if parser.parse_known_args(argv)[0].quick:
+        parser.set_defaults(**QUICK)
+    args = parser.parse_args(argv)
     if args.http_impl == "auto":
         args.http_impl = "httptools" if _importable("httptools") else "h11"
     args.only = set(args.only.split(","))
@@ -131,6 +141,7 @@ def describe_setup(args: argparse.Namespace, workload: Workload) -> list[str]:
     packages = ("PyJWT", "cryptography", "starlette", "fastapi", "flask", "django",
                 "flask-jwt-extended", "uvicorn", "waitress")  # fmt: skip
     return [
+        f"zt_middleware at {revision(ROOT)}",
         f"python {platform.python_version()} on {platform.machine()}, "
         f"{os.cpu_count()} cores; "
         + ", ".join(f"{name} {_version(name)}" for name in packages),
@@ -172,7 +183,7 @@ def run_verifier(args: argparse.Namespace, workload: Workload) -> list[report.Ta
         report.Target(
             f"verifier {alg} first-seen vs jwt.decode",
             "per token",
-            by_case[alg, verifier.FIRST_SEEN].ratio_to(by_case[alg, verifier.DECODE]),
+            by_case[alg, verifier.FIRST_SEEN].ratio,
             1.10,
             at_least=False,
         )
@@ -228,10 +239,11 @@ def in_process_group(
     def measure(case: plan.Case, span: tuple[int, int], seconds: float) -> Sample:
         spec = specs[case.app]
         tokens = token_supply(case, workload, span)
+        app, path = built[case.instance], path_of(spec, case)
+        meter = CpuMeter()
         with audit_events_built(case.audit):
-            return inprocess.run(
-                built[case.instance], spec.interface, path_of(spec, case), tokens, seconds
-            )
+            sample = inprocess.run(app, spec.interface, path, tokens, seconds)
+        return dataclasses.replace(sample, others_cpu=meter.others_share()[0])
 
     for case in group.cases:
         measure(case, slices.warmup, args.warmup_seconds / 3)
@@ -251,18 +263,18 @@ def http_group(
     args: argparse.Namespace,
 ) -> dict[str, Sample]:
     specs = apps.specs()
-    servers = {
-        (name, variant): Server(
-            name,
-            variant,
-            workload_file,
-            workload_file.with_name(f"{name}-{variant}.log"),
-            threads=args.waitress_threads,
-            http=args.http_impl,
-        )
-        for name, variant in group.instances()
-    }
+    servers: dict[tuple[str, str], Server] = {}
     try:
+        for name, variant in group.instances():
+            log = workload_file.with_name(f"{name}-{variant}.log")
+            servers[name, variant] = Server(
+                name,
+                variant,
+                workload_file,
+                log,
+                threads=args.waitress_threads,
+                http=args.http_impl,
+            )
         for (name, _variant), server in servers.items():
             server.wait_ready(specs[name].public)
         return _load_servers(group, servers, loadgen, slices, args)
@@ -291,11 +303,18 @@ def _load_servers(
             connections=args.connections,
             seconds=seconds,
         )
-        before = server.cpu_seconds()
+        meter, before = CpuMeter(), server.cpu_seconds()
         sample = loadgen.run(job)
+        server_cpu = server.cpu_seconds() - before
+
         elapsed = sample.requests / sample.rps if sample.rps else 0.0
-        cpu = (server.cpu_seconds() - before) / elapsed if elapsed else None
-        return dataclasses.replace(sample, server_cpu=cpu, notes=_short_run(case, sample, seconds))
+        client_cpu = (sample.client_cpu or 0.0) * elapsed
+        return dataclasses.replace(
+            sample,
+            server_cpu=server_cpu / elapsed if elapsed else None,
+            others_cpu=meter.others_share(server_cpu + client_cpu)[0],
+            notes=_short_run(case, sample, seconds),
+        )
 
     for case in group.cases:
         measure(case, slices.warmup, args.warmup_seconds)
@@ -334,8 +353,8 @@ def throughput_targets(
 
     flask = results.get("flask", {})
     comparison = report.zt_over_fjwt(flask)
-    fjwt = flask.get(plan.FJWT_REPEATED)
-    valid = bool(fjwt and not fjwt.errors and not flask[plan.ZT_REPEATED].errors)
+    zt, fjwt = flask.get(plan.ZT_REPEATED), flask.get(plan.FJWT_REPEATED)
+    valid = bool(zt and fjwt and not zt.errors and not fjwt.errors)
     targets.append(report.Target(
         "Flask+zt vs flask-jwt-extended req/s (repeated)", where,
         comparison[0] if comparison else None, 1.5, at_least=True, valid=valid,
@@ -354,7 +373,7 @@ def run_in_process(
     for group in plan.groups(_in_process_frameworks(args), audit=True):
         try:
             results[group.name] = in_process_group(group, workload, slices, args)
-        except Exception as exc:  # noqa: BLE001 - report and go on
+        except Exception as exc:
             failures.append(f"in process {group.name}: {type(exc).__name__}: {exc}")
             print(f"{group.name}\n  skipped: {failures[-1]}")
             continue
@@ -391,7 +410,7 @@ def run_http(
                     results[group.name] = http_group(
                         group, workload_file, loadgen, slices, args
                     )
-                except ServerError as exc:
+                except (ServerError, TimeoutError) as exc:
                     failures.append(f"HTTP {group.name}: {exc}")
                     print(f"{group.name}\n  skipped: {exc}")
                     continue
@@ -421,20 +440,28 @@ def main(argv: list[str]) -> int:
 
     targets: list[report.Target] = []
     failures: list[str] = []
+    whole = CpuMeter()
     if "verifier" in args.only:
+        meter = CpuMeter()
         targets += run_verifier(args, workload)
+        print(f"({meter.line()})")
     if "inprocess" in args.only:
+        meter = CpuMeter()
         found, failed = run_in_process(args, workload, slices)
         targets, failures = targets + found, failures + failed
+        print(f"({meter.line()})")
     if "http" in args.only:
+        meter = CpuMeter()
         found, failed = run_http(args, workload, slices)
         targets, failures = targets + found, failures + failed
+        print(f"({meter.line()})")
 
     print(report.heading("3. Targets"))
     print("\n".join(report.summary(targets)))
     for failure in failures:
         print(f"  could not run: {failure}")
-    print(f"\ntotal {time.monotonic() - started:.0f}s")
+    print(f"\ntotal {time.monotonic() - started:.0f}s; during the measurements "
+          f"{whole.line()}")  # fmt: skip
 
     return 1 if failures else 0
 

@@ -13,7 +13,9 @@ class Sample:
 
     ``rps`` is requests per second of wall time (over HTTP) or of time spent
     inside the app (in process). ``errors`` counts responses that were not
-    200; ``statuses`` names them. CPU shares are of one core.
+    200; ``statuses`` names them. Server and client CPU shares are of one
+    core; ``others_cpu`` is the share of the whole machine that other
+    processes took meanwhile.
     """
 
     requests: int
@@ -24,6 +26,7 @@ class Sample:
     statuses: tuple[int, ...] = ()
     server_cpu: float | None = None
     client_cpu: float | None = None
+    others_cpu: float | None = None  # share of all cores used by others
     runs: int = 1
     notes: tuple[str, ...] = field(default=(), compare=False)
 
@@ -69,6 +72,7 @@ def median_of(samples: Sequence[Sample]) -> Sample:
         statuses=tuple(sorted({code for s in samples for code in s.statuses})),
         server_cpu=middle([s.server_cpu for s in samples]),
         client_cpu=middle([s.client_cpu for s in samples]),
+        others_cpu=middle([s.others_cpu for s in samples]),
         runs=len(samples),
         notes=tuple(dict.fromkeys(note for s in samples for note in s.notes)),
     )

@@ -20,7 +20,14 @@ class ServerError(RuntimeError):
 
 class Server:
     def __init__(
-        self, app: str, variant: str, workload: Path, log: Path, *, threads: int, http: str
+        self,
+        app: str,
+        variant: str,
+        workload: Path,
+        log: Path,
+        *,
+        threads: int,
+        http: str,
     ) -> None:
         self.name = f"{app}/{variant}"
         self.log = log
@@ -30,23 +37,27 @@ class Server:
             "--threads", str(threads), "--http", http,
         ]  # fmt: skip
         with open(log, "wb") as stderr:
-            self.process = subprocess.Popen(
+            self.process = subprocess.Popen(  # noqa: S603 - our own argv
                 command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr
             )
 
     def wait_ready(self, probe_path: str, timeout: float = 30.0) -> None:
         """Read the port the server bound, then wait for one response."""
         deadline = time.monotonic() + timeout
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline().decode() if ready else ""
+        stdout = self.process.stdout
+        if stdout is None:
+            raise ServerError(f"{self.name}: no pipe to read its port from")
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        line = stdout.readline().decode() if ready else ""
         if not line.startswith("PORT "):
             raise ServerError(f"{self.name} did not start:\n{self.log_tail()}")
         self.port = int(line.split()[1])
 
         while time.monotonic() < deadline:
             try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                connection = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=5
+                )
                 connection.request("GET", probe_path)
                 connection.getresponse().read()
                 connection.close()

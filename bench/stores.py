@@ -36,16 +36,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flask import Flask  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.responses import PlainTextResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
-from zt_middleware import requires  # noqa: E402
-from zt_middleware.adapters.asgi import ZeroTrustMiddleware  # noqa: E402
-from zt_middleware.adapters.flask import ZeroTrust  # noqa: E402
-from zt_middleware.issuer import Issuer, generate_key  # noqa: E402
-from zt_middleware.stores.base import (  # noqa: E402
+from zt_middleware import requires
+from zt_middleware.adapters.asgi import ZeroTrustMiddleware
+from zt_middleware.adapters.flask import ZeroTrust
+from zt_middleware.issuer import Issuer, generate_key
+from zt_middleware.stores.base import (
     Revocation,
     StateKeys,
     StateRead,

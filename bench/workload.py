@@ -25,7 +25,7 @@ from zt_middleware.issuer import Issuer, SigningKey, generate_key
 
 ISSUER = "https://idp.bench.invalid"
 AUDIENCE = "bench-api"
-TOKEN_TYPE = "at+jwt"
+TYP_HEADER = "at+jwt"
 SUBJECT = "alice"
 SCOPES = ("bench:read", "orders:read")
 LIFETIME = 900  # the verifier's default cap; the run must end before this
@@ -43,7 +43,7 @@ def zt_settings(key: SigningKey, **overrides: Any) -> dict[str, Any]:
         "issuer": ISSUER,
         "audience": AUDIENCE,
         "jwks": key.jwks(),
-        "token_type": TOKEN_TYPE,
+        "token_type": TYP_HEADER,
         "routes": [dict(rule) for rule in ROUTE_TABLE],
     }
     settings.update(overrides)
@@ -60,7 +60,7 @@ def mint(key: SigningKey, count: int, now: float | None = None) -> list[str]:
             AUDIENCE,
             scopes=SCOPES,
             lifetime=LIFETIME,
-            headers={"typ": TOKEN_TYPE},
+            headers={"typ": TYP_HEADER},
             now=now,
         )
         for _ in range(count)
@@ -132,5 +132,6 @@ class TokenSlices:
         per_repeat = (pool_size - self.warmup[1]) // repeats
         start = self.warmup[1]
         self.repeats = [
-            (start + i * per_repeat, start + (i + 1) * per_repeat) for i in range(repeats)
+            (start + i * per_repeat, start + (i + 1) * per_repeat)
+            for i in range(repeats)
         ]

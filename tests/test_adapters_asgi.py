@@ -459,3 +459,35 @@ def test_key_fetch_runs_off_the_event_loop() -> None:
     assert fetch_threads and fetch_threads[0] != loop_thread
     assert ticks >= 5  # the loop ran while the fetch slept
     assert status == 403  # verified, then refused: the path has no requirement
+
+
+def test_a_guard_that_cannot_start_refuses_every_request_and_the_lifespan(
+    tmp_path,
+) -> None:  # type: ignore[no-untyped-def]
+    broken = zt_settings(store=f"sqlite:///{tmp_path}/missing/dir/zt.db")
+    app = Starlette(
+        routes=[Route("/healthz", public(lambda request: JSONResponse({})))]
+    )
+    app.add_middleware(ZeroTrustMiddleware, settings=broken)
+
+    response = TestClient(app).get("/healthz")
+
+    assert response.status_code == 503
+    assert 'error="temporarily_unavailable"' in response.headers["www-authenticate"]
+
+    # The lifespan startup fails, so a server stops instead of serving.
+    middleware = ZeroTrustMiddleware(app, settings=broken)
+    script = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return script.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(middleware({"type": "lifespan"}, receive, send), 5))
+    assert [m["type"] for m in sent] == [
+        "lifespan.startup.failed",
+        "lifespan.shutdown.complete",
+    ]

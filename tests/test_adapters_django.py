@@ -165,7 +165,10 @@ def test_bad_settings_stop_django_at_start() -> None:
 
     from zt_middleware.adapters.django import ZeroTrustMiddleware
 
-    with override_settings(
-        ZERO_TRUST={"issuer": ISSUER, "audience": 7, "jwks": KEY.jwks()}
-    ), pytest.raises(ImproperlyConfigured, match="audience"):
+    with (
+        override_settings(
+            ZERO_TRUST={"issuer": ISSUER, "audience": 7, "jwks": KEY.jwks()}
+        ),
+        pytest.raises(ImproperlyConfigured, match="audience"),
+    ):
         ZeroTrustMiddleware(lambda request: None)

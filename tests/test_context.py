@@ -80,3 +80,20 @@ def test_request_context_is_frozen() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         ctx.path = "/admin"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("hop", "expected"),
+    [
+        ("65.0.0.1:443", "65.0.0.1"),
+        ("[2a02:d3c0::1]:8443", "2a02:d3c0::1"),
+        ("[2a02:d3c0::1]", "2a02:d3c0::1"),
+        ('"65.0.0.1"', "65.0.0.1"),
+        ("unknown", "unknown"),
+        ("065.0.0.1", "unknown"),
+    ],
+)
+def test_hops_from_a_trusted_proxy_are_read_as_addresses_or_marked_unknown(
+    hop: str, expected: str
+) -> None:
+    assert client_address("10.0.0.1", hop, ("10.0.0.0/8",)) == expected

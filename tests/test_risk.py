@@ -311,3 +311,10 @@ def test_allow_listed_network_never_drives_the_score_below_zero(
 
     assert decision.score == 0
     assert decision.outcome is Outcome.CHALLENGE
+
+
+def test_an_unreadable_client_address_is_itself_a_signal(geo_guard, mint) -> None:  # type: ignore[no-untyped-def]
+    decision = geo_guard().decide(request(session_token(mint), "unknown"))
+
+    assert "address_unknown" in decision.reasons
+    assert decision.outcome is Outcome.CHALLENGE

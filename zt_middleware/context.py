@@ -19,6 +19,9 @@ __all__ = [
     "wants_html",
 ]
 
+# The client address when a trusted proxy's X-Forwarded-For hop is garbage.
+UNKNOWN_CLIENT = "unknown"
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -87,11 +90,31 @@ def client_address(
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     client = peer
     for hop in reversed(hops):
-        client = hop
-        if not _is_trusted(hop, networks):
+        address = _hop_address(hop)
+        if address is None:
+            # A trusted proxy wrote something that is no address: nothing
+            # about the client can be known, and the risk engine says so.
+            return UNKNOWN_CLIENT
+        client = address
+        if not _is_trusted(address, networks):
             break
 
     return client
+
+
+def _hop_address(hop: str) -> str | None:
+    """The address in one hop: ``a.b.c.d``, ``a.b.c.d:port``, ``[v6]:port``."""
+    hop = hop.strip().strip('"')
+    if hop.startswith("["):
+        host = hop[1 : hop.find("]")] if "]" in hop else ""
+    elif hop.count(":") == 1:
+        host = hop.partition(":")[0]
+    else:
+        host = hop
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 def cookie_value(headers: Mapping[str, str], name: str | None) -> str | None:

@@ -611,8 +611,6 @@ def _stricter(
     return first.merge(second)
 
 
-
-
 def _weighed(risk: Assessment) -> tuple[tuple[str, int], ...]:
     return tuple((signal.name, signal.weight) for signal in risk.signals)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from .context import UNKNOWN_CLIENT
 from .errors import ConfigurationError
 from .geo import Locator, Place, locator_from, travel_speed_kmh
 from .keys import KeySet
@@ -51,9 +52,10 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "ip_deny_listed": 200,
     "ip_allow_listed": -40,
     "posture_outdated": 40,
-    "posture_missing": 40,
+    "posture_missing": 60,
     "posture_invalid": 60,
     "posture_unknown_os": 20,
+    "address_unknown": 50,
 }
 
 
@@ -121,6 +123,10 @@ class RiskEngine:
             self._lookup(address) if address else (None, (), None)
         )
         found: list[str] = []
+        if address == UNKNOWN_CLIENT:
+            # A trusted proxy sent no readable address: no place, network or
+            # list can be checked.
+            found.append("address_unknown")
 
         # The device and the network, against the subject and the session.
         seen_before = bool(state.subject_devices)

@@ -11,11 +11,13 @@ the settings' route table applies to every ASGI app.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..context import RequestContext, client_address, request_id
-from ..decision import Decision
+from ..decision import Decision, auth_param
 from ..guard import Guard
 from ..routes import Requirement, requirement_of
 from ..settings import Settings
@@ -28,6 +30,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("zt_middleware.adapters")
 
 _FULL = 2  # starlette.routing.Match.FULL; NONE is 0. Compared by value.
 
@@ -44,11 +48,22 @@ class ZeroTrustMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self.guard = guard or Guard(
-            settings if settings is not None else (options or None)
-        )
+        self._failure: str | None = None
+        try:
+            self.guard = guard or Guard(
+                settings if settings is not None else (options or None)
+            )
+        except Exception as exc:
+            # Starlette builds middleware lazily, where an exception would
+            # become a 500 on every request: refuse instead, and fail the
+            # lifespan startup so the server stops.
+            self._failure = getattr(exc, "description", type(exc).__name__)
+            logger.error("zt-middleware cannot start: %s", self._failure)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._failure is not None:
+            await _unavailable(scope, receive, send, self._failure)
+            return
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -237,4 +252,45 @@ def _match_included(
     return level, (
         requirement_of(endpoint, scope.get("method")),
         getattr(route, "path", None),
+    )
+
+
+async def _unavailable(scope: Scope, receive: Receive, send: Send, why: str) -> None:
+    """Every request refused (503), the lifespan startup failed."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.failed", "message": why})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.close", "code": 1011})
+        return
+
+    body = json.dumps(
+        {
+            "error": "temporarily_unavailable",
+            "error_description": "Access cannot be decided: the guard did not start.",
+            "reason": "configuration_invalid",
+        }
+    ).encode()
+    await _send_response(
+        send,
+        (
+            503,
+            [
+                ("content-type", "application/json"),
+                ("content-length", str(len(body))),
+                (
+                    "www-authenticate",
+                    f"Bearer {auth_param('realm', 'api')}, "
+                    f"{auth_param('error', 'temporarily_unavailable')}",
+                ),
+                ("retry-after", "30"),
+            ],
+            body,
+        ),
     )
