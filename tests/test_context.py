@@ -68,7 +68,7 @@ def test_untame_request_id_is_replaced(given: str) -> None:
     fresh = request_id({"x-request-id": given})
 
     assert fresh != given
-    assert re.fullmatch(r"[0-9a-f]{32}", fresh)
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", fresh)
 
 
 def test_missing_request_id_is_generated_fresh_each_time() -> None:

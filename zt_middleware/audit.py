@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from typing import Any
+from dataclasses import dataclass, fields
 
 from .context import RequestContext
 from .decision import Decision, Outcome
@@ -38,10 +39,15 @@ class AuditEvent:
     score: int
     signals: tuple[tuple[str, int], ...]
 
+    def as_dict(self) -> dict[str, Any]:
+        # Shallow: every field is a str, number, None or tuple already.
+        return {name: getattr(self, name) for name in _FIELDS}
+
     def as_json(self) -> str:
-        # json.dumps escapes control characters, so attacker-written paths
-        # cannot forge log lines.
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        return str(_LazyJSON(self.as_dict()))
+
+
+_FIELDS = tuple(field.name for field in fields(AuditEvent))
 
 
 class AuditLog:
@@ -70,9 +76,24 @@ class AuditLog:
             score=decision.score,
             signals=decision.signals,
         )
+        fields = event.as_dict()
+        # The JSON text is made only if a handler formats the record;
+        # structured handlers read record.zt_event and never pay for it.
         self.logger.log(
-            level, "zt decision %s", event.as_json(), extra={"zt_event": asdict(event)}
+            level, "zt decision %s", _LazyJSON(fields), extra={"zt_event": fields}
         )
+
+
+class _LazyJSON:
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        # json.dumps escapes control characters, so attacker-written paths
+        # cannot forge log lines.
+        return json.dumps(self.fields, separators=(",", ":"), sort_keys=True)
 
 
 def _level(decision: Decision) -> int:

@@ -220,9 +220,9 @@ class Guard:
                 principal=principal,
             )
 
-        decision = self._authorise(principal, requirement)
-        if not decision.allowed:
-            return decision
+        refusal = self._authorise(principal, requirement)
+        if refusal is not None:
+            return refusal
 
         return (yield from self._session(ctx, principal, presented, requirement))
 
@@ -525,7 +525,10 @@ class Guard:
 
         return match.group(1)
 
-    def _authorise(self, principal: Principal, requirement: Requirement) -> Decision:
+    def _authorise(
+        self, principal: Principal, requirement: Requirement
+    ) -> Decision | None:
+        """The refusal for a principal the route's needs do not fit, or None."""
         missing = requirement.scopes - principal.scopes
         if missing:
             return Decision(
@@ -565,7 +568,7 @@ class Guard:
                     max_age=requirement.max_age,
                 )
 
-        return Decision.allow(principal, reasons.ALLOWED)
+        return None
 
     def _acr_rank(self, acr: str | None) -> int:
         levels = self.settings.acr_levels
