@@ -1237,3 +1237,14 @@ def test_keys_of_unique_values_never_collide() -> None:
 
     assert forged != store._key("jti", "x", "used")
     assert forged == "zt:{jti:x}:used}:revoked:jti"
+
+
+def test_sqlite_file_is_created_readable_by_its_owner_only(tmp_path: Path) -> None:
+    from zt_middleware.stores.sqlite import SQLiteStore
+
+    path = tmp_path / "zt.sqlite3"
+    store = SQLiteStore(str(path))
+    store.put("k", b"v")
+    store.close()
+
+    assert path.stat().st_mode & 0o777 == 0o600

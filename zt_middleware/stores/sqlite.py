@@ -217,6 +217,7 @@ class SQLiteStore(Store):
         # Open now, so that a wrong path fails at start-up, not per request.
         try:
             with self._errors("open"):
+                _create_private(path)
                 self._create_schema(self.connection())
         except StoreUnavailable:
             self.close()
@@ -472,3 +473,17 @@ def _state(rows: list[tuple[Any, ...]]) -> StateRead:
         subject_devices=frozenset(devices),
         subject_networks=frozenset(networks),
     )
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (0600).
+
+    It holds revocations and, without an encryption key, TOTP secrets.
+    SQLite gives its -wal and -shm files the database file's permissions.
+    """
+    if path == ":memory:" or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:
+        pass  # exists already, or cannot be made: sqlite3 says why next
