@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
 from dataclasses import dataclass, fields
+from typing import Any
 
 from .context import RequestContext
 from .decision import Decision, Outcome

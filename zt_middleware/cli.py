@@ -179,7 +179,7 @@ def _token_issue(args: argparse.Namespace) -> int:
 
 
 def _token_inspect(args: argparse.Namespace) -> int:
-    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    token = sys.stdin.read().strip() if args.token == "-" else args.token  # noqa: S105
     header, claims = _decode_unverified(token)
     print(json.dumps({"header": header, "claims": claims}, indent=2, sort_keys=True))
 
@@ -312,7 +312,8 @@ def _totp_enrol(args: argparse.Namespace) -> int:
         with qr_file:
             enrolment.qr().save(qr_file, kind=kind, scale=6)
         print(
-            f"QR code written to {args.qr} (it holds the secret: delete it once scanned)"
+            f"QR code written to {args.qr} "
+            "(it holds the secret: delete it once scanned)"
         )
     else:
         enrolment.qr().terminal(out=sys.stdout, compact=True)

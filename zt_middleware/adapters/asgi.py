@@ -208,7 +208,7 @@ def _match(routes: Any, scope: Scope) -> tuple[Requirement | None, str | None]:
             continue
         try:
             match, child = matches(scope)
-        except Exception:
+        except Exception:  # noqa: S112 - a route that cannot match resolves nothing
             continue
         level = getattr(match, "value", match)
         if not level:

@@ -55,7 +55,7 @@ class ZeroTrustMiddleware:
         if not decision.passes:
             return self._refusal(decision, ctx)
 
-        request.principal = decision.principal  # type: ignore[attr-defined]
+        request.principal = decision.principal
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> Any:
@@ -68,7 +68,7 @@ class ZeroTrustMiddleware:
         if not decision.passes:
             return self._refusal(decision, ctx)
 
-        request.principal = decision.principal  # type: ignore[attr-defined]
+        request.principal = decision.principal
         return await self.get_response(request)
 
     def _context(self, request: HttpRequest) -> RequestContext:

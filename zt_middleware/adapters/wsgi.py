@@ -111,7 +111,10 @@ def read_body(environ: Mapping[str, Any]) -> bytes:
 
 
 class ZeroTrustWSGIMiddleware:
-    """Wraps any WSGI app: ``app.wsgi_app = ZeroTrustWSGIMiddleware(app.wsgi_app, {...})``."""
+    """Wraps any WSGI app, the route table deciding.
+
+    ``app.wsgi_app = ZeroTrustWSGIMiddleware(app.wsgi_app, {...})``
+    """
 
     def __init__(
         self,

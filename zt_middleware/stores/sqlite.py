@@ -19,6 +19,7 @@ processes, which network file systems do not give.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import sqlite3
@@ -483,7 +484,6 @@ def _create_private(path: str) -> None:
     """
     if path == ":memory:" or os.path.exists(path):
         return
-    try:
+    # Exists already, or cannot be made: sqlite3 says why when it opens it.
+    with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except OSError:
-        pass  # exists already, or cannot be made: sqlite3 says why next
