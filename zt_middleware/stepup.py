@@ -390,6 +390,10 @@ class StepUpFlow:
             headers = page_headers(page)
             if decision.retry_after is not None:
                 headers.append(("retry-after", str(decision.retry_after)))
+            if decision.status == 401:
+                # RFC 9110: a 401 names its challenge, page or not.
+                realm = self.guard.settings.realm
+                headers.append(("www-authenticate", decision.www_authenticate(realm)))
             return decision.status, headers, page
 
         status, headers, body = self.guard.render(recorded, ctx)
