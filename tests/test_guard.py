@@ -1069,7 +1069,7 @@ def explode(exc: type[Exception] = Boom) -> Callable[..., Any]:
         ),
         pytest.param(
             lambda g, mp: mp.setattr(
-                "zt_middleware.tokens.verify_signature", explode(TypeError)
+                "zt_middleware.tokens.verified_claims", explode(TypeError)
             ),
             id="verify-signature",
         ),

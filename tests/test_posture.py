@@ -441,13 +441,13 @@ def signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import zt_middleware.posture as posture
 
     checks: list[str] = []
-    real = posture.verify_signature
+    real = posture.verified_claims
 
-    def counting(jws: Any, key: Any) -> None:
+    def counting(jws: Any, key: Any) -> Any:
         checks.append(key.kid)
-        real(jws, key)
+        return real(jws, key)
 
-    monkeypatch.setattr(posture, "verify_signature", counting)
+    monkeypatch.setattr(posture, "verified_claims", counting)
     return checks
 
 

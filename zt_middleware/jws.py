@@ -24,7 +24,13 @@ from . import reasons
 from .errors import InvalidToken
 from .keys import KeySet, VerificationKey
 
-__all__ = ["CompactJWS", "b64url_decode", "parse_compact", "verify_signature"]
+__all__ = [
+    "CompactJWS",
+    "b64url_decode",
+    "parse_compact",
+    "verified_claims",
+    "verify_signature",
+]
 
 _ALGORITHMS = get_default_algorithms()
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -185,3 +191,16 @@ def verify_signature(jws: CompactJWS, key: VerificationKey) -> None:
         raise InvalidToken(
             "the token's signature does not verify", reason=reasons.BAD_SIGNATURE
         )
+
+
+def verified_claims(jws: CompactJWS, key: VerificationKey) -> dict[str, Any]:
+    """Check the signature with ``key``, then read the payload as claims."""
+    verify_signature(jws, key)
+
+    try:
+        return parse_json_object(jws.payload)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidToken(
+            "the token's claims are not a JSON object",
+            reason=reasons.MALFORMED_CLAIMS,
+        ) from None

@@ -49,7 +49,7 @@ from typing import Any
 
 from . import reasons
 from .errors import ConfigurationError, InvalidToken
-from .jws import parse_compact, parse_json_object, verify_signature
+from .jws import parse_compact, verified_claims
 from .keys import KeySet
 
 __all__ = [
@@ -281,15 +281,7 @@ class PostureVerifier:
                 "the posture claim was signed by an unknown key",
                 reason=reasons.UNKNOWN_KEY,
             )
-        verify_signature(jws, key)
-
-        try:
-            claims = parse_json_object(jws.payload)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidToken(
-                "the posture claims are not a JSON object",
-                reason=reasons.MALFORMED_CLAIMS,
-            ) from None
+        claims = verified_claims(jws, key)
         attestation = self._attestation(claims)
         self._remember(token, attestation)
 

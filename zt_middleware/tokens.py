@@ -19,7 +19,7 @@ from typing import Any
 
 from . import reasons
 from .errors import InvalidToken
-from .jws import parse_compact, parse_json_object, verify_signature
+from .jws import parse_compact, verified_claims
 from .keys import KeySource, VerificationKey
 from .principal import Principal
 from .settings import Settings
@@ -96,15 +96,7 @@ class TokenVerifier:
                 "the token was signed by a key we do not know",
                 reason=reasons.UNKNOWN_KEY,
             )
-        verify_signature(jws, key)
-
-        try:
-            claims = parse_json_object(jws.payload)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidToken(
-                "the token's claims are not a JSON object",
-                reason=reasons.MALFORMED_CLAIMS,
-            ) from None
+        claims = verified_claims(jws, key)
         issuer = self.settings.step_up_token_issuer if step_up else self.settings.issuer
         principal = self._validate_claims(claims, issuer)
         if step_up and claims.get("token_use") != "step_up":
