@@ -121,6 +121,7 @@ class Guard:
         status, headers, body = decision.render(self.settings.realm, ctx.request_id)
         if decision.outcome is Outcome.CHALLENGE and wants_html(ctx.headers):
             flow = self.step_up_flow
+            # The way back is the path alone: a query string is not carried.
             body = flow.page(next_path=ctx.path, reasons=decision.reasons)
             headers = flow.page_headers(body, headers)
 
@@ -429,6 +430,8 @@ class Guard:
         if requirement.one_time:
             return True
         if self.settings.step_up_one_time and self._is_step_up(principal):
+            # A spent step-up cookie is refused, not ignored: a browser keeps
+            # getting token_replayed until the cookie's Max-Age runs out.
             return True
         for claim, values in self.settings.one_time_claims.items():
             if principal.claims.get(claim) in values:

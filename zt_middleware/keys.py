@@ -189,6 +189,7 @@ def key_from_pem(kid: str, pem: bytes, allowed: frozenset[str]) -> VerificationK
 def algorithms_for(material: Any, allowed: frozenset[str]) -> frozenset[str]:
     """The allowed algorithms that this key's type can verify."""
     if isinstance(material, rsa.RSAPublicKey):
+        # Size is checked; ROCA-weak moduli (CVE-2017-15361) are not detected.
         if material.key_size < _MIN_RSA_BITS:
             return frozenset()
         return _RSA_ALGS & allowed
