@@ -1187,3 +1187,32 @@ def test_failing_audit_is_a_refusal_not_an_exception(
     assert_refused(decision, 503, reasons.AUDIT_UNAVAILABLE)
     assert decision.error == "temporarily_unavailable"
     assert decision.retry_after is not None
+
+
+def test_a_repeat_within_a_minute_writes_no_history_but_a_change_does(
+    make_guard, mint, clock, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    # Risk is not the subject: a device change must not be challenged here.
+    guard = make_guard(risk_challenge_at=1000, risk_deny_at=1000)
+    writes: list[str | None] = []
+    real_write = guard.store.write
+
+    def counting(update):  # type: ignore[no-untyped-def]
+        writes.append(update.device)
+        return real_write(update)
+
+    monkeypatch.setattr(guard.store, "write", counting)
+    token = mint(scopes=["orders:read"], session_id="s1", lifetime=900)
+
+    def visit(agent: str) -> None:
+        headers = {"authorization": f"Bearer {token}", "user-agent": agent}
+        ctx = RequestContext("GET", "/api/orders", headers, client="198.51.100.7")
+        assert guard.decide(ctx).allowed
+
+    visit("laptop")
+    visit("laptop")  # the same, seconds later: nothing new
+    clock.advance(61)
+    visit("laptop")  # a minute on: seen_at is refreshed
+    visit("phone")  # another device: written at once
+
+    assert len(writes) == 3

@@ -310,7 +310,9 @@ class Guard:
             latitude=place.latitude if place else None,
             longitude=place.longitude if place else None,
         )
-        first_use: bool = yield WriteState(self.store, update)
+        first_use = True
+        if update.once_key is not None or _history_changed(state, update):
+            first_use = yield WriteState(self.store, update)
         if not first_use:
             return Decision(
                 Outcome.DENY,
@@ -628,3 +630,25 @@ def _stricter_threshold(default: int, route: int | None) -> int:
 
 def _optional_text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+# A repeat of the session's last request within this many seconds, from the
+# same device, network and place, is not written again: the read already
+# showed it. Impossible travel then measures from a sighting at most this old,
+# which can only lower the speed it computes.
+_REWRITE_AFTER = 60.0
+
+
+def _history_changed(state: StateRead, update: StateWrite) -> bool:
+    """Whether this request adds anything to the history the store holds."""
+    record = update.record()
+    for seen in (state.session, state.subject_last):
+        if seen is None or update.seen_at - seen.seen_at >= _REWRITE_AFTER:
+            return True
+        if (seen.device, seen.network, seen.country) != (
+            record.device,
+            record.network,
+            record.country,
+        ):
+            return True
+    return update.session_id is None
