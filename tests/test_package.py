@@ -35,6 +35,7 @@ CORE = [
     "zt_middleware.guard",
     "zt_middleware.issuer",
     "zt_middleware.effects",
+    "zt_middleware.cache",
     "zt_middleware.session",
     "zt_middleware.revocation",
     "zt_middleware.risk",

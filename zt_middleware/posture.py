@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import reasons
+from .cache import put_bounded
 from .errors import ConfigurationError, InvalidToken
 from .jws import parse_compact, verified_claims
 from .keys import KeySet
@@ -312,15 +313,7 @@ class PostureVerifier:
         )
 
     def _remember(self, token: str, attestation: _Attestation) -> None:
-        if not self._cache_size:
-            return
-        if len(self._cache) >= self._cache_size:
-            # Oldest insertion first; another thread may have got there.
-            try:
-                del self._cache[next(iter(self._cache))]
-            except (StopIteration, KeyError, RuntimeError):
-                self._cache.clear()
-        self._cache[token] = attestation
+        put_bounded(self._cache, self._cache_size, token, attestation)
 
     def _check_times(self, attestation: _Attestation) -> None:
         now, leeway = self.clock(), self.leeway

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import reasons
+from .cache import put_bounded
 from .errors import InvalidToken
 from .jws import parse_compact, verified_claims
 from .keys import KeySource, VerificationKey
@@ -129,15 +130,8 @@ class TokenVerifier:
         return keys
 
     def _remember(self, token: str, principal: Principal, kid: str | None) -> None:
-        if not self._cache_size:
-            return
-        if len(self._cache) >= self._cache_size:
-            # Oldest insertion first; dicts keep insertion order.
-            try:
-                del self._cache[next(iter(self._cache))]
-            except (StopIteration, KeyError, RuntimeError):
-                self._cache.clear()
-        self._cache[token] = (principal, self.key_source.generation, kid)
+        entry = (principal, self.key_source.generation, kid)
+        put_bounded(self._cache, self._cache_size, token, entry)
 
     # -- header and claims ---------------------------------------------------
 
